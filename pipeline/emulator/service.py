@@ -1,0 +1,158 @@
+"""The emulated service without HTTP: creates records, owns the store, queue, faults, stats.
+
+:class:`Emulator` is what the HTTP handlers call; tests and benchmarks may call it directly
+(e.g. to queue 100,000 responses without 100,000 HTTP requests).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.emulator.config import EmulatorConfig
+from pipeline.emulator.faults import Faults
+from pipeline.emulator.outputs import messages_from_input
+from pipeline.emulator.queue import Scheduler, draw_latencies
+from pipeline.emulator.records import Record, new_response_id
+from pipeline.emulator.stats import Stats
+from pipeline.emulator.store import Store
+from pipeline.emulator.upstream import Upstream
+from pipeline.emulator.validation import resolve_tier
+
+_DROP_KEYS = (
+    "input",
+    "messages",
+    "id",
+    "response_id",
+    "responseId",
+    "completion_id",
+    "completionId",
+    "stream_options",
+)
+
+
+def chat_as_responses_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Chat-completions parameters in Responses terms (for output generation)."""
+    out: dict[str, Any] = {k: v for k, v in body.items() if k not in _DROP_KEYS}
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None:
+        out["max_output_tokens"] = max_tokens
+    fmt = body.get("response_format")
+    if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
+        js = fmt.get("json_schema") or {}
+        out["text"] = {
+            "format": {
+                "type": "json_schema",
+                "name": js.get("name", "output"),
+                "schema": js.get("schema") or {},
+            }
+        }
+    elif isinstance(fmt, Mapping) and fmt.get("type") == "json_object":
+        out["text"] = {"format": {"type": "json_object"}}
+    return out
+
+
+class Emulator:
+    """One emulated flex service."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.faults = Faults(config.seed, config.faults)
+        self.store = Store(config.retention_s)
+        self.stats = Stats()
+        self.upstream = Upstream(config) if config.upstream_url else None
+        self.scheduler = Scheduler(
+            config,
+            self.faults,
+            self.store,
+            processor=self.upstream.process if self.upstream else None,
+            on_terminal=self._on_terminal,
+        )
+        self.index = 0
+        self.started_at = time.time()
+
+    def _on_terminal(self, rec: Record) -> None:
+        if rec.kind == "response":
+            self.stats.bump(rec.status)
+
+    def _next_index(self) -> int:
+        self.index += 1
+        return self.index - 1
+
+    def create(self, body: Mapping[str, Any], idem_key: str | None = None) -> Record:
+        """Accept a validated ``POST /v1/responses`` body (on the event loop)."""
+        lane, tier = resolve_tier(self.config, body.get("service_tier"))
+        index = self._next_index()
+        delay, proc = draw_latencies(self.config, lane, index)
+        messages = messages_from_input(body.get("input"), body.get("instructions"))
+        rec = Record(
+            id=new_response_id(self.config.flavor),
+            index=index,
+            kind="response",
+            model=str(body["model"]),
+            tier=tier,
+            lane=lane,
+            background=body.get("background") is True,
+            body={k: v for k, v in body.items() if k not in _DROP_KEYS},
+            messages=messages,
+            created_at=time.time(),
+            proc_s=proc,
+        )
+        rec.idem_key = idem_key
+        self.store.add(rec)
+        self.stats.bump("creates")
+        self.scheduler.submit(rec, delay)
+        return rec
+
+    def create_chat(self, body: Mapping[str, Any]) -> Record:
+        """Accept a validated chat-completions body; the record is not retrievable by id."""
+        lane = "flex" if body.get("service_tier") == "flex" else "realtime"
+        _, tier = resolve_tier(self.config, "flex" if lane == "flex" else body.get("service_tier"))
+        index = self._next_index()
+        delay, proc = draw_latencies(self.config, lane, index)
+        messages = messages_from_input(body.get("messages"))
+        rec = Record(
+            id="chatcmpl-" + new_response_id("openai")[5:29],
+            index=index,
+            kind="chat",
+            model=str(body["model"]),
+            tier=tier,
+            lane=lane,
+            background=False,
+            body=chat_as_responses_body(body),
+            messages=messages,
+            created_at=time.time(),
+            proc_s=proc,
+        )
+        self.stats.bump("chat_completions")
+        self.scheduler.submit(rec, delay)
+        return rec
+
+    def reset(self) -> None:
+        """Forget every response and all stats (an emulator restart)."""
+        for rec in list(self.store.records.values()):
+            rec.notify()
+        self.scheduler.reset()
+        self.store.clear()
+        self.stats.reset()
+        self.faults.reset_counters()
+
+    def stats_snapshot(self, include_responses: bool = True) -> dict[str, Any]:
+        snap = self.stats.snapshot()
+        sched = self.scheduler
+        snap["totals"].update(
+            responses_live=len(self.store),
+            queued=sched.queued,
+            in_progress=sched.in_progress,
+            slots_busy=sched.busy,
+        )
+        snap["config"] = {
+            "flavor": self.config.flavor,
+            "slots": self.config.slots,
+            "time_scale": self.config.time_scale,
+            "seed": self.config.seed,
+        }
+        if include_responses:
+            snap["responses"] = {rid: rec.stats() for rid, rec in self.store.records.items()}
+        return snap
