@@ -1,0 +1,42 @@
+# One command per chore, the same locally and in CI. Each creates .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-fast lint format bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the whole flow on embedded defaults (no Redis, no PostgreSQL, no API key).
+demo: $(STAMP)
+	$(VENV)/bin/flexpipe demo
+
+## All tests: unit, emulator contract, integration (real Redis + PostgreSQL), faults.
+test: $(STAMP)
+	$(PY) -m pytest
+
+## Unit tests only (no services).
+test-fast: $(STAMP)
+	$(PY) -m pytest tests/unit tests/emulator
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks --quick
+
+clean:
+	rm -rf $(VENV) .flexpipe .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""flexpipe configuration: the settings object and the Celery app (``config.celery``)."""

@@ -1,0 +1,79 @@
+"""The Celery app: ``celery -A config.celery worker|beat|flower``.
+
+JSON only, no result backend (outputs live in flexpipe's own tables), late acks with
+reject-on-worker-lost (every task is idempotent), polls on their own queue, and a beat
+schedule that runs the sweeper.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from config.settings import Settings, get_settings
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    """Transport options; for the embedded broker, the folders it keeps messages in."""
+    if settings.embedded_broker:
+        root = (settings.data_dir / "broker").resolve()
+        for sub in ("messages", "processed", "control"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(root / "messages"),
+            "data_folder_out": str(root / "messages"),
+            "processed_folder": str(root / "processed"),
+            "control_folder": str(root / "control"),
+            "store_processed": False,
+            "polling_interval": 0.05,
+        }
+    return {"visibility_timeout": settings.visibility_timeout}
+
+
+def configure(celery_app: Celery, settings: Settings) -> Celery:
+    """Apply settings to the app; calling it again (tests) also drops pooled connections."""
+    options = broker_options(settings)
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+    celery_app._pool = None
+    amqp = celery_app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
+    celery_app.conf.update(
+        broker_url=settings.broker_url,
+        broker_transport_options=options,
+        broker_connection_retry_on_startup=True,
+        result_backend=None,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_default_queue=settings.queue,
+        task_routes={"flexpipe.poll": {"queue": settings.poll_queue}},
+        task_publish_retry_policy={
+            "max_retries": 3,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        worker_prefetch_multiplier=4,
+        worker_eta_task_limit=settings.worker_eta_task_limit,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "flexpipe-sweep": {
+                "task": "flexpipe.sweep",
+                "schedule": settings.sweep_interval * settings.time_scale,
+                "options": {"expires": max(1.0, settings.sweep_interval * settings.time_scale)},
+            }
+        },
+        include=["tasks.steps", "tasks.sweeper"],
+    )
+    return celery_app
+
+
+app = configure(Celery("flexpipe"), get_settings())

@@ -1,0 +1,158 @@
+"""The one settings object, read from ``FLEXPIPE_*`` environment variables and ``.env``.
+
+Nothing else in flexpipe reads the environment. Defaults need no server: SQLite in
+``.flexpipe/``, the embedded filesystem broker, and the bundled emulator's URL.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigurationError
+from pipeline.flow import FlowSettings
+from pipeline.policy import PollPolicy, RetryPolicy
+
+EMULATOR_PORT = 8321
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLEXPIPE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Provider
+    api_base_url: str = f"http://127.0.0.1:{EMULATOR_PORT}/v1"
+    api_key: SecretStr = SecretStr("emulator")
+    model: str = "Qwen/Qwen3-30B-A3B-Instruct-2507"
+    service_tier: Literal["flex", "priority"] = "flex"
+    request_timeout: float = Field(60.0, gt=0)
+    blocking_timeout: float = Field(600.0, gt=0)
+    sdk_max_retries: int = Field(2, ge=0)
+    max_input_chars: int = Field(400_000, gt=0)
+
+    # Where things live
+    data_dir: Path = Path(".flexpipe")
+    database_url: str | None = None
+    broker_url: str = "filesystem://"
+
+    # Queues and Celery
+    queue: str = "flexpipe"
+    poll_queue: str = "flexpipe.poll"
+    visibility_timeout: float = Field(3600.0, gt=0)
+    worker_eta_task_limit: int = Field(20_000, gt=0)
+    worker_concurrency: int | None = None
+
+    # Poll schedule (seconds; multiplied by time_scale)
+    time_scale: float = Field(1.0, gt=0)
+    poll_first_delay: float = Field(10.0, gt=0)
+    poll_multiplier: float = Field(1.5, ge=1)
+    poll_max_delay: float = Field(60.0, gt=0)
+    poll_min_delay: float = Field(1.0, gt=0)
+    poll_jitter: float = Field(0.2, ge=0, le=1)
+    poll_ratio: float = Field(1.15, gt=1)
+    poll_first_quantile: float = Field(0.15, gt=0, lt=1)
+    poll_min_samples: int = Field(20, ge=2)
+    learn_latency: bool = True
+    park_after: float = Field(30.0, gt=0)
+
+    # Retries of transient provider errors
+    retry_base_delay: float = Field(1.0, gt=0)
+    retry_max_delay: float = Field(60.0, gt=0)
+    retry_max_after: float = Field(600.0, gt=0)
+    max_not_found: int = Field(5, ge=1)
+    submit_lease: float = Field(120.0, gt=0)
+
+    # Sweeper (beat)
+    sweep_interval: float = Field(10.0, gt=0)
+    poll_overdue_after: float = Field(120.0, gt=0)
+    submit_stale_after: float = Field(300.0, gt=0)
+    callback_overdue_after: float = Field(60.0, gt=0)
+
+    # Deadlines per tier (seconds after enqueue; flex: the provider's 1 h window + slack)
+    deadline_flex: float = Field(4500.0, gt=0)
+    deadline_priority: float = Field(900.0, gt=0)
+
+    # Flower
+    flower_user: str = "flexpipe"
+    flower_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        limit = self.visibility_timeout / 2
+        countdowns = {
+            "park_after": self.park_after * self.time_scale,
+            "retry_max_delay": self.retry_max_delay * self.time_scale,
+            "retry_max_after": self.retry_max_after,
+        }
+        for name, value in countdowns.items():
+            if value >= limit:
+                raise ValueError(
+                    f"FLEXPIPE_{name.upper()} ({value:g}s after time scaling) must stay below "
+                    f"half of FLEXPIPE_VISIBILITY_TIMEOUT ({self.visibility_timeout:g}s), or "
+                    "Redis redelivers the waiting task again and again"
+                )
+        if self.poll_min_delay > self.poll_max_delay:
+            raise ValueError("FLEXPIPE_POLL_MIN_DELAY must not exceed FLEXPIPE_POLL_MAX_DELAY")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'flexpipe.db').resolve()}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    def deadline_for(self, tier: str) -> float:
+        return self.deadline_priority if tier == "priority" else self.deadline_flex
+
+    def flow_settings(self) -> FlowSettings:
+        scale = self.time_scale
+        return FlowSettings(
+            poll=PollPolicy(
+                first_delay=self.poll_first_delay,
+                multiplier=self.poll_multiplier,
+                max_delay=self.poll_max_delay,
+                min_delay=self.poll_min_delay,
+                jitter=self.poll_jitter,
+                ratio=self.poll_ratio,
+                first_quantile=self.poll_first_quantile,
+                min_samples=self.poll_min_samples,
+                time_scale=scale,
+            ),
+            retry=RetryPolicy(
+                base_delay=self.retry_base_delay,
+                max_delay=self.retry_max_delay,
+                max_retry_after=self.retry_max_after,
+                time_scale=scale,
+            ),
+            park_after=self.park_after * scale,
+            submit_lease=self.submit_lease * scale,
+            max_not_found=self.max_not_found,
+            learn_latency=self.learn_latency,
+        )
+
+
+def load_settings() -> Settings:
+    """Read settings now; bad ones raise :class:`ConfigurationError` with one clear line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        name = f"FLEXPIPE_{where.upper()}: " if where else ""
+        message = str(first.get("msg", exc)).removeprefix("Value error, ")
+        raise ConfigurationError(f"bad setting: {name}{message}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()

@@ -1,0 +1,354 @@
+"""The flow of one job: submit it, poll it, store its outcome.
+
+Each step is a plain function of a job id that reads the job from the store, makes at
+most one provider call, writes the result with one guarded update, and returns a
+:class:`Next` that tells the caller (a Celery task) what to schedule. Steps never raise
+for provider trouble: retryable errors become ``Next.retry``, permanent ones a stored
+``failed`` outcome. Running a step twice is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator
+
+from pipeline import errors
+from pipeline.client import FlexClient, ProviderResponse
+from pipeline.models import Job
+from pipeline.policy import LatencyEstimate, PollPolicy, RetryPolicy
+from pipeline.states import JobStatus, from_provider
+from pipeline.store import Outcome, Store
+
+log = logging.getLogger("flexpipe.flow")
+
+Kind = Literal["poll", "retry", "done", "stop"]
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    """What to do after a step.
+
+    ``poll``: send a poll for fencing number ``seq`` in ``delay`` s, unless ``parked``
+    (then the poll waits in SQL and the sweeper sends it when due). ``retry``: run the
+    same step again in ``delay`` s. ``done``: the job is terminal; send ``callback`` if
+    set (this step's store won). ``stop``: nothing to do (duplicate, stale or unknown).
+    """
+
+    kind: Kind
+    delay: float = 0.0
+    seq: int = 0
+    parked: bool = False
+    failures: int = 0
+    callback: dict[str, Any] | None = None
+    reason: str = ""
+
+
+@dataclass
+class FlowSettings:
+    """The knobs of the flow (all from ``config.settings``)."""
+
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Polls further away than this (s) wait in SQL instead of in a worker's memory.
+    park_after: float = 30.0
+    #: How long a submit may take before another submit of the same job may try (s).
+    submit_lease: float = 120.0
+    #: How many 404s in a row a poll tolerates (read lag) before the job fails.
+    max_not_found: int = 5
+    #: How often learned latency estimates are re-read from SQL (s).
+    estimate_refresh: float = 30.0
+    #: Set False to poll on the fixed schedule only.
+    learn_latency: bool = True
+
+
+class Flow:
+    """The steps of the pipeline, bound to one store and one provider client."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: FlexClient,
+        settings: FlowSettings | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.settings = settings or FlowSettings()
+        self._rng = rng or random.Random()
+        self._estimates = _EstimateCache(store, self.settings.estimate_refresh)
+
+    # -- submit ----------------------------------------------------------------------------
+
+    def submit(self, job_id: str, failures: int = 0) -> Next:
+        """Send a pending job to the provider, once."""
+        job = self.store.claim_submit(job_id, self.settings.submit_lease)
+        if job is None:
+            existing = self.store.get_job(job_id)
+            if existing is None:
+                log.warning("submit: unknown job %s, ignoring", job_id)
+                return Next("stop", reason="unknown job")
+            return Next("stop", reason=f"job is {existing.status.value}, not pending")
+        if _past(job.deadline_at, self.store.now()):
+            return self._finish_failed(job, JobStatus.EXPIRED, "deadline", "deadline passed")
+        try:
+            response = self.client.create(job.id, job.request, attempt=job.attempt)
+        except errors.RetryableProviderError as exc:
+            self.store.release_submit(job.id)
+            delay = self.settings.retry.delay(failures, exc.retry_after, self._rng)
+            log.info("submit %s: %s; retrying in %.2fs", job.id, exc.message, delay)
+            return Next("retry", delay=delay, failures=failures + 1, reason=exc.code)
+        except errors.ProviderError as exc:
+            return self._finish_failed(job, JobStatus.FAILED, exc.code, exc.message)
+
+        status = from_provider(response.status, truncated=response.truncated)
+        if status.terminal:
+            self.store.record_submitted(
+                job.id,
+                attempt=job.attempt,
+                response_id=response.id,
+                status=JobStatus.SUBMITTED,
+                tier=job.request.service_tier,
+                next_poll_in=0,
+                parked=False,
+            )
+            return self._store(job, response)
+        delay = self._poll_delay(job, polls_done=0, elapsed=0.0)
+        parked = delay > self.settings.park_after
+        seq = self.store.record_submitted(
+            job.id,
+            attempt=job.attempt,
+            response_id=response.id,
+            status=status,
+            tier=job.request.service_tier,
+            next_poll_in=delay,
+            parked=parked,
+        )
+        if seq is None:
+            return Next("stop", reason="job changed while submitting")
+        return Next("poll", delay=delay, seq=seq, parked=parked)
+
+    # -- poll ------------------------------------------------------------------------------
+
+    def poll(self, job_id: str, seq: int, failures: int = 0) -> Next:
+        """Read the provider's status once; store the outcome if it is terminal."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            log.warning("poll: unknown job %s, ignoring", job_id)
+            return Next("stop", reason="unknown job")
+        if job.terminal:
+            return Next("stop", reason=f"job is already {job.status.value}")
+        if job.poll_seq != seq:
+            return Next("stop", reason="stale poll chain")
+        if job.response_id is None:
+            return Next("stop", reason="job has no response id")
+        now = self.store.now()
+        if _past(job.deadline_at, now):
+            return self.expire(job.id)
+        try:
+            response = self.client.retrieve(job.response_id)
+        except errors.ResponseNotFound as exc:
+            if failures + 1 >= self.settings.max_not_found:
+                message = (
+                    f"the provider does not know response {job.response_id} "
+                    f"({failures + 1} reads in a row answered 404): {exc.message}"
+                )
+                return self._finish_failed(job, JobStatus.FAILED, exc.code, message)
+            return self._retry_poll(job, seq, failures, exc)
+        except errors.ResponseGone as exc:
+            message = (
+                "the provider no longer has this read-once (zero data retention) result: "
+                f"it was read before it could be stored ({exc.message})"
+            )
+            return self._finish_failed(job, JobStatus.FAILED, exc.code, message)
+        except errors.RetryableProviderError as exc:
+            return self._retry_poll(job, seq, failures, exc)
+        except errors.ProviderError as exc:
+            return self._finish_failed(job, JobStatus.FAILED, exc.code, exc.message)
+
+        if response.terminal:
+            return self._store(job, response, counted_poll=True)
+        status = from_provider(response.status)
+        elapsed = (now - (job.submitted_at or now)).total_seconds()
+        delay = self._poll_delay(job, polls_done=job.poll_count + 1, elapsed=elapsed)
+        parked = delay > self.settings.park_after
+        new_seq = self.store.schedule_poll(job.id, seq, status=status, delay=delay, parked=parked)
+        if new_seq is None:
+            return Next("stop", reason="stale poll chain")
+        return Next("poll", delay=delay, seq=new_seq, parked=parked)
+
+    def _retry_poll(
+        self, job: Job, seq: int, failures: int, exc: errors.RetryableProviderError
+    ) -> Next:
+        delay = self.settings.retry.delay(failures, exc.retry_after, self._rng)
+        parked = delay > self.settings.park_after
+        new_seq = self.store.schedule_poll(
+            job.id, seq, status=job.status, delay=delay, parked=parked, polled=False
+        )
+        if new_seq is None:
+            return Next("stop", reason="stale poll chain")
+        log.info("poll %s: %s; next try in %.2fs", job.id, exc.message, delay)
+        return Next(
+            "poll",
+            delay=delay,
+            seq=new_seq,
+            parked=parked,
+            failures=failures + 1,
+            reason=exc.code,
+        )
+
+    def _poll_delay(self, job: Job, *, polls_done: int, elapsed: float) -> float:
+        estimate = None
+        if self.settings.learn_latency:
+            estimate = self._estimates.get(job.request.model, job.request.service_tier)
+        return self.settings.poll.next_delay(
+            polls_done=polls_done, elapsed=elapsed, estimate=estimate, rng=self._rng
+        )
+
+    def refresh(self, job_id: str) -> Next:
+        """Read a job's response once, out of schedule, and store it if terminal."""
+        job = self.store.get_job(job_id)
+        if job is None or job.terminal or job.response_id is None:
+            return Next("stop", reason="nothing to refresh")
+        try:
+            response = self.client.retrieve(job.response_id)
+        except errors.ProviderError as exc:
+            return Next("stop", reason=exc.code)
+        if not response.terminal:
+            return Next("stop", reason="still running")
+        return self._store(job, response, counted_poll=True)
+
+    # -- cancel and deadlines --------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Next:
+        """Cancel a job: at the provider where it supports cancel, and in SQL in any case."""
+        job = self.store.require_job(job_id)
+        if job.terminal:
+            return Next("stop", reason=f"job is already {job.status.value}")
+        note = "cancelled before it was sent to the provider"
+        if job.response_id is not None:
+            try:
+                response = self.client.cancel(job.response_id)
+            except errors.ProviderError as exc:
+                note = f"cancelled here; the provider could not cancel it ({exc.message})"
+            else:
+                if response.terminal and response.status != "cancelled":
+                    return self._store(job, response)
+                note = "cancelled at the provider"
+        return self._finish_failed(job, JobStatus.CANCELLED, "cancelled", note)
+
+    def expire(self, job_id: str) -> Next:
+        """Finish a job whose deadline passed, cancelling it at the provider if possible."""
+        job = self.store.require_job(job_id)
+        if job.terminal:
+            return Next("stop", reason=f"job is already {job.status.value}")
+        note = "the deadline passed before the provider finished"
+        if job.response_id is not None:
+            try:
+                self.client.cancel(job.response_id)
+            except errors.ProviderError as exc:
+                note += f"; the provider could not cancel it ({exc.message})"
+            else:
+                note += "; cancelled at the provider"
+        return self._finish_failed(job, JobStatus.EXPIRED, "deadline_exceeded", note)
+
+    # -- store -----------------------------------------------------------------------------
+
+    def _store(self, job: Job, response: ProviderResponse, counted_poll: bool = False) -> Next:
+        outcome = outcome_from(job, response)
+        if counted_poll:
+            self.store.count_poll(job.id)
+        won = self.store.finish(job.id, outcome)
+        if not won:
+            return Next("stop", reason="already stored")
+        return Next("done", callback=job.callback)
+
+    def _finish_failed(self, job: Job, status: JobStatus, code: str, message: str) -> Next:
+        outcome = Outcome(
+            status=status, response_id=job.response_id, error_code=code, error_message=message
+        )
+        if not self.store.finish(job.id, outcome):
+            return Next("stop", reason="already finished")
+        return Next("done", callback=job.callback, reason=code)
+
+
+def outcome_from(job: Job, response: ProviderResponse) -> Outcome:
+    """Turn a terminal provider response into what the results table keeps."""
+    status = from_provider(response.status, truncated=response.truncated)
+    parsed: Any = None
+    error_code = response.error_code
+    error_message = response.error_message
+    if status is JobStatus.COMPLETED and job.request.schema is not None:
+        parsed, problem = parse_structured(response.output_text, job.request.schema)
+        if problem is not None:
+            status = JobStatus.FAILED
+            error_code, error_message = "invalid_output", problem
+    if status is JobStatus.FAILED and error_code is None:
+        error_code, error_message = "provider_failed", "the provider reported failure"
+    incomplete_reason = response.incomplete_reason
+    if status is JobStatus.INCOMPLETE and incomplete_reason is None:
+        incomplete_reason = "max_output_tokens"
+    return Outcome(
+        status=status,
+        response_id=response.id,
+        output_text=response.output_text,
+        output=response.output,
+        parsed=parsed,
+        usage=response.usage,
+        served_tier=response.served_tier,
+        error_code=error_code,
+        error_message=error_message,
+        incomplete_reason=incomplete_reason,
+        provider_created_at=_from_epoch(response.created_at),
+        provider_completed_at=_from_epoch(response.completed_at) or datetime.now(UTC),
+    )
+
+
+def parse_structured(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
+    """Parse and validate structured output; return ``(value, None)`` or ``(None, why)``."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return None, f"output is not JSON: {exc}"
+    problem = next(iter(Draft202012Validator(schema).iter_errors(value)), None)
+    if problem is not None:
+        return None, f"output does not match the schema: {problem.message}"
+    return value, None
+
+
+def _past(deadline: datetime | None, now: datetime) -> bool:
+    return deadline is not None and deadline <= now
+
+
+def _from_epoch(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class _EstimateCache:
+    """Per-process cache of latency estimates per (model, tier), refreshed from SQL."""
+
+    def __init__(self, store: Store, refresh: float) -> None:
+        self._store = store
+        self._refresh = refresh
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], tuple[float, LatencyEstimate | None]] = {}
+
+    def get(self, model: str, tier: str) -> LatencyEstimate | None:
+        key = (model, tier)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < self._refresh:
+            return cached[1]
+        estimate = LatencyEstimate.fit(self._store.latency_samples(model, tier))
+        with self._lock:
+            self._cache[key] = (now, estimate)
+        return estimate

@@ -1,0 +1,116 @@
+"""The SQL tables, as SQLAlchemy Core metadata (Alembic migrations are written from it).
+
+``flexpipe_jobs`` is the source of truth for every job's state and schedule;
+``flexpipe_results`` holds what the provider returned, one row per finished job;
+``flexpipe_attempts`` keeps one row per provider request, so redrives keep history.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+UtcDateTime = DateTime(timezone=True)
+
+jobs = Table(
+    "flexpipe_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("idempotency_key", String(255), unique=True),
+    Column("bulk_id", String(32), index=True),
+    Column("model", String(256), nullable=False),
+    Column("requested_tier", String(16), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("request", JSON, nullable=False),
+    Column("callback", JSON),
+    Column("response_id", String(128)),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("poll_count", Integer, nullable=False, default=0),
+    #: Fencing token of the live poll chain: a poll message with an older number stops.
+    Column("poll_seq", Integer, nullable=False, default=0),
+    #: When the next poll is due; a live chain keeps this in the future.
+    Column("next_poll_at", UtcDateTime),
+    #: True when the next poll waits in SQL (no message exists) until the sweeper sends it.
+    Column("parked", Boolean, nullable=False, default=False),
+    #: A submit in progress holds this lease so a duplicate submit message does nothing.
+    Column("lease_until", UtcDateTime),
+    #: Last time a submit message was published for a pending job.
+    Column("dispatched_at", UtcDateTime),
+    Column("deadline_at", UtcDateTime),
+    Column("escalate", Boolean, nullable=False, default=False),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("submitted_at", UtcDateTime),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    #: Set when a terminal job's callback must be sent; cleared once it was.
+    Column("callback_due_at", UtcDateTime),
+    Column("callback_sent_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_flexpipe_jobs_status_next_poll_at", "status", "next_poll_at"),
+    Index("ix_flexpipe_jobs_status_created_at", "status", "created_at"),
+    Index("ix_flexpipe_jobs_status_deadline_at", "status", "deadline_at"),
+    Index("ix_flexpipe_jobs_callback_due_at", "callback_due_at"),
+)
+
+results = Table(
+    "flexpipe_results",
+    metadata,
+    Column("job_id", String(32), ForeignKey("flexpipe_jobs.id"), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("response_id", String(128)),
+    Column("output_text", Text),
+    Column("output", JSON),
+    Column("parsed", JSON),
+    Column("input_tokens", Integer, nullable=False, default=0),
+    Column("cached_tokens", Integer, nullable=False, default=0),
+    Column("output_tokens", Integer, nullable=False, default=0),
+    Column("reasoning_tokens", Integer, nullable=False, default=0),
+    Column("total_tokens", Integer, nullable=False, default=0),
+    Column("served_tier", String(16)),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("incomplete_reason", String(64)),
+    Column("provider_created_at", UtcDateTime),
+    Column("provider_completed_at", UtcDateTime),
+    #: Seconds from submit to the provider's completion, for the learned poll schedule.
+    Column("latency_s", Float),
+    Column("stored_at", UtcDateTime, nullable=False),
+)
+
+attempts = Table(
+    "flexpipe_attempts",
+    metadata,
+    Column("job_id", String(32), ForeignKey("flexpipe_jobs.id"), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("response_id", String(128)),
+    Column("service_tier", String(16)),
+    Column("status", String(16)),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("submitted_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+)

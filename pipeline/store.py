@@ -1,0 +1,580 @@
+"""The SQL store: the one module that reads and writes flexpipe's tables.
+
+Every state change is a single guarded ``UPDATE`` (``WHERE status IN (...)`` or
+``WHERE poll_seq = ...``), so running any step twice changes nothing the second time.
+The same code runs on SQLite (the default) and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, RowMapping
+
+from pipeline.errors import JobNotFound
+from pipeline.models import Job, JobRequest, Result, Usage
+from pipeline.schema import attempts, jobs, metadata, results
+from pipeline.states import IN_FLIGHT, TERMINAL, JobStatus
+
+_LIVE = [s.value for s in JobStatus if s not in TERMINAL]
+_IN_FLIGHT = [s.value for s in IN_FLIGHT]
+
+
+def new_id() -> str:
+    """A new job id: 32 hex characters."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Everything stored when a job reaches a terminal status."""
+
+    status: JobStatus
+    response_id: str | None = None
+    output_text: str | None = None
+    output: list[dict[str, Any]] | None = None
+    parsed: Any = None
+    usage: Usage | None = None
+    served_tier: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    incomplete_reason: str | None = None
+    provider_created_at: datetime | None = None
+    provider_completed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    request: JobRequest
+    idempotency_key: str | None = None
+    callback: dict[str, Any] | None = None
+    deadline_at: datetime | None = None
+    escalate: bool = False
+    bulk_id: str | None = None
+    id: str | None = None
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine; SQLite gets WAL and a busy timeout so several processes can share it."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(url, **kwargs)
+
+
+class Store:
+    """Reads and writes jobs and results; every method is one short transaction."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.engine = engine
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._postgres = engine.dialect.name == "postgresql"
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Store:
+        return cls(make_engine(url, **kwargs))
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def create_tables(self) -> None:
+        """Create the tables directly (tests); production uses ``flexpipe db upgrade``."""
+        metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def add_jobs(self, new_jobs: Sequence[NewJob]) -> list[tuple[str, bool]]:
+        """Insert jobs as ``pending``; return ``(job_id, created)`` for each.
+
+        A job whose idempotency key already exists is not inserted again; its existing id
+        comes back with ``created=False``.
+        """
+        now = self.now()
+        out: list[tuple[str, bool]] = []
+        with self.engine.begin() as conn:
+            keys = [j.idempotency_key for j in new_jobs if j.idempotency_key]
+            existing = self._ids_for_keys(conn, keys) if keys else {}
+            rows = []
+            for job in new_jobs:
+                key = job.idempotency_key
+                if key and key in existing:
+                    out.append((existing[key], False))
+                    continue
+                job_id = job.id or new_id()
+                if key:
+                    existing[key] = job_id
+                rows.append(self._job_row(job_id, job, now))
+                out.append((job_id, True))
+            if rows:
+                conn.execute(jobs.insert(), rows)
+        return out
+
+    def add_job(self, job: NewJob) -> tuple[str, bool]:
+        try:
+            return self.add_jobs([job])[0]
+        except sa.exc.IntegrityError:
+            # Two enqueues with the same key raced; the other one won.
+            if not job.idempotency_key:
+                raise
+            with self.engine.connect() as conn:
+                found = self._ids_for_keys(conn, [job.idempotency_key])
+            return found[job.idempotency_key], False
+
+    @staticmethod
+    def _ids_for_keys(conn: sa.Connection, keys: list[str]) -> dict[str, str]:
+        query = sa.select(jobs.c.idempotency_key, jobs.c.id).where(jobs.c.idempotency_key.in_(keys))
+        return {row.idempotency_key: row.id for row in conn.execute(query)}
+
+    @staticmethod
+    def _job_row(job_id: str, job: NewJob, now: datetime) -> dict[str, Any]:
+        request = job.request
+        return {
+            "id": job_id,
+            "status": JobStatus.PENDING.value,
+            "idempotency_key": job.idempotency_key,
+            "bulk_id": job.bulk_id,
+            "model": request.model,
+            "requested_tier": request.service_tier,
+            "mode": request.mode,
+            "request": request.to_json(),
+            "callback": job.callback,
+            "attempt": 1,
+            "poll_count": 0,
+            "poll_seq": 0,
+            "parked": False,
+            "escalate": job.escalate,
+            "deadline_at": job.deadline_at,
+            "created_at": now,
+            "dispatched_at": now,
+            "updated_at": now,
+        }
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        return None if row is None else _job(row)
+
+    def require_job(self, job_id: str) -> Job:
+        job = self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return job
+
+    def get_result(self, job_id: str) -> Result | None:
+        with self.engine.connect() as conn:
+            query = sa.select(results).where(results.c.job_id == job_id)
+            row = conn.execute(query).mappings().first()
+        return None if row is None else _result(row)
+
+    def list_jobs(
+        self, *, status: str | None = None, limit: int = 50, bulk_id: str | None = None
+    ) -> list[Job]:
+        query = sa.select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(jobs.c.status == status)
+        if bulk_id:
+            query = query.where(jobs.c.bulk_id == bulk_id)
+        with self.engine.connect() as conn:
+            return [_job(row) for row in conn.execute(query).mappings()]
+
+    def status_counts(self, job_ids: Iterable[str] | None = None) -> dict[str, int]:
+        query = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+        if job_ids is not None:
+            query = query.where(jobs.c.id.in_(list(job_ids)))
+        with self.engine.connect() as conn:
+            return {status: count for status, count in conn.execute(query)}
+
+    def latency_samples(self, model: str, tier: str, limit: int = 200) -> list[float]:
+        """Recent submit-to-completion latencies (s) of jobs served by ``model`` and ``tier``."""
+        query = (
+            sa.select(results.c.latency_s)
+            .join(jobs, jobs.c.id == results.c.job_id)
+            .where(
+                jobs.c.model == model,
+                jobs.c.requested_tier == tier,
+                results.c.latency_s.is_not(None),
+            )
+            .order_by(results.c.stored_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [float(v) for (v,) in conn.execute(query)]
+
+    # -- submit ----------------------------------------------------------------------------
+
+    def claim_submit(self, job_id: str, lease_s: float) -> Job | None:
+        """Take the submit lease of a pending job; None if it is not pending or leased."""
+        now = self.now()
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status == JobStatus.PENDING.value,
+                    sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+                )
+                .values(lease_until=now + timedelta(seconds=lease_s), updated_at=now)
+            ).rowcount
+            if not claimed:
+                return None
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
+        return _job(row)
+
+    def release_submit(self, job_id: str) -> None:
+        """Give the submit lease back after a transient failure (a retry will claim it)."""
+        now = self.now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PENDING.value)
+                .values(lease_until=None, dispatched_at=now, updated_at=now)
+            )
+
+    def record_submitted(
+        self,
+        job_id: str,
+        *,
+        attempt: int,
+        response_id: str,
+        status: JobStatus,
+        tier: str,
+        next_poll_in: float,
+        parked: bool,
+    ) -> int | None:
+        """Record the provider's response id; return the poll chain's fencing number."""
+        now = self.now()
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PENDING.value)
+                .values(
+                    status=status.value,
+                    response_id=response_id,
+                    submitted_at=now,
+                    started_at=now if status is JobStatus.IN_PROGRESS else None,
+                    lease_until=None,
+                    poll_seq=jobs.c.poll_seq + 1,
+                    next_poll_at=now + timedelta(seconds=next_poll_in),
+                    parked=parked,
+                    updated_at=now,
+                )
+            ).rowcount
+            if not updated:
+                return None
+            conn.execute(
+                attempts.insert().values(
+                    job_id=job_id,
+                    attempt=attempt,
+                    response_id=response_id,
+                    service_tier=tier,
+                    status=status.value,
+                    submitted_at=now,
+                )
+            )
+            seq: int = conn.execute(
+                sa.select(jobs.c.poll_seq).where(jobs.c.id == job_id)
+            ).scalar_one()
+        return seq
+
+    # -- poll ------------------------------------------------------------------------------
+
+    def schedule_poll(
+        self,
+        job_id: str,
+        seq: int,
+        *,
+        status: JobStatus,
+        delay: float,
+        parked: bool,
+        polled: bool = True,
+    ) -> int | None:
+        """Record a non-terminal poll and schedule the next; None if the chain is stale."""
+        now = self.now()
+        values: dict[str, Any] = {
+            "status": status.value,
+            "poll_seq": seq + 1,
+            "next_poll_at": now + timedelta(seconds=delay),
+            "parked": parked,
+            "updated_at": now,
+        }
+        if polled:
+            values["poll_count"] = jobs.c.poll_count + 1
+        if status is JobStatus.IN_PROGRESS:
+            values["started_at"] = sa.func.coalesce(jobs.c.started_at, now)
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.poll_seq == seq,
+                    jobs.c.status.in_(_IN_FLIGHT),
+                )
+                .values(**values)
+            ).rowcount
+        return seq + 1 if updated else None
+
+    def count_poll(self, job_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs.update().where(jobs.c.id == job_id).values(poll_count=jobs.c.poll_count + 1)
+            )
+
+    # -- finish ----------------------------------------------------------------------------
+
+    def finish(self, job_id: str, outcome: Outcome) -> bool:
+        """Store a terminal outcome and the job's status in one transaction.
+
+        Returns True if this call moved the job to its terminal status; False if it was
+        already terminal (then nothing is written: a second store changes nothing).
+        """
+        if not outcome.status.terminal:
+            raise ValueError(f"{outcome.status} is not terminal")
+        now = self.now()
+        usage = outcome.usage or Usage()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(jobs.c.callback, jobs.c.submitted_at, jobs.c.attempt).where(
+                    jobs.c.id == job_id
+                )
+            ).first()
+            if row is None:
+                raise JobNotFound(f"no job with id {job_id!r}")
+            updated = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status.in_(_LIVE))
+                .values(
+                    status=outcome.status.value,
+                    finished_at=now,
+                    error_code=outcome.error_code,
+                    error_message=outcome.error_message,
+                    next_poll_at=None,
+                    parked=False,
+                    lease_until=None,
+                    callback_due_at=now if row.callback else None,
+                    updated_at=now,
+                )
+            ).rowcount
+            if not updated:
+                return False
+            latency = None
+            if outcome.provider_completed_at and row.submitted_at:
+                submitted = _aware(row.submitted_at)
+                latency = max(0.0, (outcome.provider_completed_at - submitted).total_seconds())
+            conn.execute(results.delete().where(results.c.job_id == job_id))
+            conn.execute(
+                results.insert().values(
+                    job_id=job_id,
+                    status=outcome.status.value,
+                    response_id=outcome.response_id,
+                    output_text=outcome.output_text,
+                    output=outcome.output,
+                    parsed=outcome.parsed,
+                    input_tokens=usage.input_tokens,
+                    cached_tokens=usage.cached_tokens,
+                    output_tokens=usage.output_tokens,
+                    reasoning_tokens=usage.reasoning_tokens,
+                    total_tokens=usage.total_tokens,
+                    served_tier=outcome.served_tier,
+                    error_code=outcome.error_code,
+                    error_message=outcome.error_message,
+                    incomplete_reason=outcome.incomplete_reason,
+                    provider_created_at=outcome.provider_created_at,
+                    provider_completed_at=outcome.provider_completed_at,
+                    latency_s=latency,
+                    stored_at=now,
+                )
+            )
+            conn.execute(
+                attempts.update()
+                .where(attempts.c.job_id == job_id, attempts.c.attempt == row.attempt)
+                .values(
+                    status=outcome.status.value,
+                    error_code=outcome.error_code,
+                    error_message=outcome.error_message,
+                    finished_at=now,
+                )
+            )
+        return True
+
+    def callback_sent(self, job_id: str) -> None:
+        now = self.now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(callback_due_at=None, callback_sent_at=now)
+            )
+
+    # -- sweeper ---------------------------------------------------------------------------
+
+    def take_due_polls(self, *, overdue_after: float, limit: int) -> list[tuple[str, int]]:
+        """Claim polls to send now: parked ones that are due, and chains presumed lost.
+
+        A chain is presumed lost when its poll is ``overdue_after`` seconds late. Claiming
+        bumps the fencing number, so a late message of the old chain stops when it runs.
+        """
+        now = self.now()
+        lost_before = now - timedelta(seconds=overdue_after)
+        due = sa.or_(
+            sa.and_(jobs.c.parked.is_(True), jobs.c.next_poll_at <= now),
+            jobs.c.next_poll_at <= lost_before,
+        )
+        query = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.status.in_(_IN_FLIGHT), due)
+            .order_by(jobs.c.next_poll_at)
+            .limit(limit)
+        )
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True)
+        taken: list[tuple[str, int]] = []
+        with self.engine.begin() as conn:
+            ids = [row.id for row in conn.execute(query)]
+            if not ids:
+                return taken
+            # The new chain gets one grace period before it, too, is presumed lost.
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id.in_(ids))
+                .values(
+                    poll_seq=jobs.c.poll_seq + 1,
+                    next_poll_at=now,
+                    parked=False,
+                    updated_at=now,
+                )
+            )
+            rows = conn.execute(sa.select(jobs.c.id, jobs.c.poll_seq).where(jobs.c.id.in_(ids)))
+            taken = [(row.id, row.poll_seq) for row in rows]
+        return taken
+
+    def take_stale_pending(self, *, stale_after: float, limit: int) -> list[str]:
+        """Pending jobs whose submit message was sent ``stale_after`` s ago and never ran."""
+        now = self.now()
+        before = now - timedelta(seconds=stale_after)
+        query = (
+            sa.select(jobs.c.id)
+            .where(
+                jobs.c.status == JobStatus.PENDING.value,
+                jobs.c.dispatched_at <= before,
+                sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+            )
+            .order_by(jobs.c.created_at)
+            .limit(limit)
+        )
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            ids = [row.id for row in conn.execute(query)]
+            if ids:
+                conn.execute(jobs.update().where(jobs.c.id.in_(ids)).values(dispatched_at=now))
+        return ids
+
+    def past_deadline(self, *, limit: int) -> list[Job]:
+        now = self.now()
+        query = (
+            sa.select(jobs)
+            .where(jobs.c.status.in_(_LIVE), jobs.c.deadline_at <= now)
+            .order_by(jobs.c.deadline_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_job(row) for row in conn.execute(query).mappings()]
+
+    def take_due_callbacks(
+        self, *, overdue_after: float, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Terminal jobs whose callback should have been sent ``overdue_after`` s ago."""
+        now = self.now()
+        before = now - timedelta(seconds=overdue_after)
+        query = (
+            sa.select(jobs.c.id, jobs.c.callback)
+            .where(jobs.c.callback_due_at <= before)
+            .order_by(jobs.c.callback_due_at)
+            .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            rows = [(row.id, row.callback) for row in conn.execute(query)]
+            if rows:
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id.in_([r[0] for r in rows]))
+                    .values(callback_due_at=now)
+                )
+        return rows
+
+
+def _aware(value: datetime | None) -> datetime:
+    assert value is not None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _maybe(value: datetime | None) -> datetime | None:
+    return None if value is None else _aware(value)
+
+
+def _job(row: RowMapping) -> Job:
+    return Job(
+        id=row["id"],
+        status=JobStatus(row["status"]),
+        request=JobRequest.from_json(row["request"]),
+        idempotency_key=row["idempotency_key"],
+        callback=row["callback"],
+        response_id=row["response_id"],
+        attempt=row["attempt"],
+        poll_count=row["poll_count"],
+        poll_seq=row["poll_seq"],
+        created_at=_aware(row["created_at"]),
+        submitted_at=_maybe(row["submitted_at"]),
+        started_at=_maybe(row["started_at"]),
+        finished_at=_maybe(row["finished_at"]),
+        next_poll_at=_maybe(row["next_poll_at"]),
+        deadline_at=_maybe(row["deadline_at"]),
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        bulk_id=row["bulk_id"],
+    )
+
+
+def _result(row: RowMapping) -> Result:
+    return Result(
+        job_id=row["job_id"],
+        status=JobStatus(row["status"]),
+        response_id=row["response_id"],
+        output_text=row["output_text"],
+        output=row["output"],
+        parsed=row["parsed"],
+        usage=Usage(
+            input_tokens=row["input_tokens"],
+            cached_tokens=row["cached_tokens"],
+            output_tokens=row["output_tokens"],
+            reasoning_tokens=row["reasoning_tokens"],
+            total_tokens=row["total_tokens"],
+        ),
+        served_tier=row["served_tier"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        incomplete_reason=row["incomplete_reason"],
+        provider_created_at=_maybe(row["provider_created_at"]),
+        provider_completed_at=_maybe(row["provider_completed_at"]),
+        stored_at=_aware(row["stored_at"]),
+    )

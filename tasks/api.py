@@ -1,0 +1,169 @@
+"""The Python API apps call: ``enqueue``, ``get``, ``wait`` and ``cancel``.
+
+``enqueue`` validates, writes the job row, then publishes the submit task: the row exists
+before any message does, so if the broker is down the sweeper submits the job later.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from config.celery import app
+from pipeline.errors import JobNotFound, ValidationError
+from pipeline.models import JobView, build_request, resolve_deadline
+from pipeline.store import NewJob
+from tasks.runtime import runtime
+
+log = logging.getLogger("flexpipe.api")
+
+
+def enqueue(
+    input: str | Sequence[Mapping[str, Any]] | None = None,
+    *,
+    messages: Sequence[Mapping[str, Any]] | None = None,
+    model: str | None = None,
+    instructions: str | None = None,
+    max_output_tokens: int | None = None,
+    temperature: float | None = None,
+    schema: Mapping[str, Any] | None = None,
+    schema_name: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    callback: str | Mapping[str, Any] | None = None,
+    deadline: datetime | timedelta | float | None = None,
+    service_tier: str | None = None,
+    mode: str = "background",
+    escalate: bool = False,
+) -> str:
+    """Validate a request, store it as a pending job and start it; return the job id.
+
+    ``input`` is a string or Responses input items, ``messages`` Chat Completions
+    messages. ``callback`` is a task name or a Celery signature, sent with the job id as
+    its first argument when the job ends. ``idempotency_key``: enqueueing the same key
+    again returns the first job's id and sends nothing. ``deadline`` (a datetime, a
+    timedelta or seconds) defaults per tier. Raises :class:`ValidationError` naming the
+    field; nothing is written or sent then.
+    """
+    rt = runtime()
+    settings = rt.settings
+    tier = service_tier or settings.service_tier
+    request = build_request(
+        input,
+        messages=messages,
+        model=model or settings.model,
+        instructions=instructions,
+        max_output_tokens=max_output_tokens,
+        temperature=temperature,
+        schema=schema,
+        schema_name=schema_name,
+        metadata=metadata,
+        service_tier=tier,
+        mode=mode,
+        max_input_chars=settings.max_input_chars,
+    )
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255
+    ):
+        raise ValidationError("idempotency_key", "must be a string of 1-255 characters")
+    now = rt.store.now()
+    deadline_at = resolve_deadline(
+        deadline if deadline is not None else settings.deadline_for(tier) * settings.time_scale,
+        now,
+    )
+    job = NewJob(
+        request=request,
+        idempotency_key=idempotency_key,
+        callback=resolve_callback(callback),
+        deadline_at=deadline_at,
+        escalate=bool(escalate),
+    )
+    job_id, created = rt.store.add_job(job)
+    if created:
+        publish_submit(job_id)
+    return job_id
+
+
+def publish_submit(job_id: str) -> None:
+    """Publish the submit task; if the broker is down the sweeper will do it later."""
+    from tasks.steps import submit
+
+    try:
+        submit.apply_async((job_id, 0))
+    except Exception as exc:  # kombu raises many kinds; the row is safe either way
+        log.warning(
+            "job %s stored; broker unavailable (%s), the sweeper will submit it", job_id, exc
+        )
+
+
+def resolve_callback(callback: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Turn a task name or signature into a JSON signature dict; check the name resolves."""
+    if callback is None:
+        return None
+    if isinstance(callback, str):
+        name = callback
+        signature: dict[str, Any] = dict(app.signature(name))
+    elif isinstance(callback, Mapping) and isinstance(callback.get("task"), str):
+        name = callback["task"]
+        signature = dict(app.signature(dict(callback)))
+    else:
+        raise ValidationError("callback", "must be a task name or a Celery signature")
+    if not _task_exists(name):
+        raise ValidationError("callback", f"no task named {name!r} is registered or importable")
+    try:
+        import json
+
+        json.dumps(signature)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("callback", f"signature is not JSON-serialisable: {exc}") from None
+    return signature
+
+
+def _task_exists(name: str) -> bool:
+    if name in app.tasks:
+        return True
+    module_name, _, attr = name.rpartition(".")
+    if not module_name:
+        return False
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return False
+    return hasattr(module, attr) or name in app.tasks
+
+
+def get(job_id: str) -> JobView:
+    """The job and its result (if finished). Raises :class:`JobNotFound`."""
+    store = runtime().store
+    job = store.require_job(job_id)
+    result = store.get_result(job_id) if job.terminal else None
+    return JobView(job, result)
+
+
+def wait(job_id: str, timeout: float = 60.0, interval: float = 0.2) -> JobView:
+    """Block until the job is terminal (reading SQL); raises ``TimeoutError`` after ``timeout``."""
+    end = time.monotonic() + timeout
+    while True:
+        view = get(job_id)
+        if view.terminal:
+            return view
+        if time.monotonic() >= end:
+            raise TimeoutError(f"job {job_id} is still {view.status.value} after {timeout:g}s")
+        time.sleep(interval)
+
+
+def cancel(job_id: str) -> JobView:
+    """Cancel a job now (at the provider where it supports cancel) and return it."""
+    from tasks.steps import follow
+
+    rt = runtime()
+    rt.store.require_job(job_id)
+    follow(job_id, rt.flow.cancel(job_id))
+    return get(job_id)
+
+
+__all__ = ["JobNotFound", "cancel", "enqueue", "get", "wait"]

@@ -1,0 +1,328 @@
+"""The ``flexpipe`` command line: submit and inspect jobs, run workers, the emulator, the demo.
+
+Errors print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import FlexpipeError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CliError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        err_console.print(f"[red]error:[/red] {self.format_message()}", highlight=False)
+
+
+def fail(message: str) -> NoReturn:
+    raise CliError(message)
+
+
+class FlexpipeGroup(click.Group):
+    """Turns flexpipe errors raised by any command into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FlexpipeError as exc:
+            raise CliError(str(exc)) from None
+
+
+@click.group(cls=FlexpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """flexpipe: durable background LLM work on flex inference, from Celery."""
+
+
+@cli.command()
+@click.argument("text")
+@click.option("--model", help="Model name (default: FLEXPIPE_MODEL).")
+@click.option("--instructions", help="System instructions.")
+@click.option(
+    "--schema",
+    "schema_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON Schema file for structured output.",
+)
+@click.option("--tier", type=click.Choice(["flex", "priority"]), help="Service tier.")
+@click.option("--max-output-tokens", type=int, help="Cap on output tokens.")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
+def submit(
+    text: str,
+    model: str | None,
+    instructions: str | None,
+    schema_file: Path | None,
+    tier: str | None,
+    max_output_tokens: int | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Enqueue TEXT as a job and print its id (a worker must be running)."""
+    from tasks import api
+
+    schema = None
+    if schema_file is not None:
+        try:
+            schema = json.loads(schema_file.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"--schema: cannot read {schema_file}: {exc}")
+    job_id = api.enqueue(
+        text,
+        model=model,
+        instructions=instructions,
+        schema=schema,
+        service_tier=tier,
+        max_output_tokens=max_output_tokens,
+    )
+    if not wait:
+        console.print(job_id, highlight=False)
+        return
+    try:
+        view = api.wait(job_id, timeout=timeout)
+    except TimeoutError as exc:
+        fail(str(exc))
+    _print_result(view, as_json=False)
+
+
+@cli.command()
+@click.argument("job_id")
+def status(job_id: str) -> None:
+    """Show a job's status and timings."""
+    from tasks import api
+
+    job = api.get(job_id).job
+    table = Table(show_header=False, box=None)
+    for key, value in [
+        ("job", job.id),
+        ("status", job.status.value),
+        ("model", job.request.model),
+        ("tier", job.request.service_tier),
+        ("response id", job.response_id or "-"),
+        ("attempt", str(job.attempt)),
+        ("polls", str(job.poll_count)),
+        ("created", _ts(job.created_at)),
+        ("submitted", _ts(job.submitted_at)),
+        ("finished", _ts(job.finished_at)),
+        ("next poll", _ts(job.next_poll_at)),
+        ("deadline", _ts(job.deadline_at)),
+        ("error", f"{job.error_code}: {job.error_message}" if job.error_code else "-"),
+    ]:
+        table.add_row(f"[bold]{key}[/bold]", value)
+    console.print(table)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored result as JSON.")
+def result(job_id: str, as_json: bool) -> None:
+    """Print a finished job's output."""
+    from tasks import api
+
+    view = api.get(job_id)
+    if not view.terminal:
+        fail(f"job {job_id} is still {view.status.value}")
+    _print_result(view, as_json=as_json)
+
+
+def _print_result(view: Any, *, as_json: bool) -> None:
+    res = view.result
+    if as_json:
+        data = {
+            "job_id": view.id,
+            "status": view.status.value,
+            "error": view.error,
+            "output_text": res.output_text if res else None,
+            "parsed": res.parsed if res else None,
+            "usage": None
+            if res is None
+            else {
+                "input_tokens": res.usage.input_tokens,
+                "cached_tokens": res.usage.cached_tokens,
+                "output_tokens": res.usage.output_tokens,
+                "reasoning_tokens": res.usage.reasoning_tokens,
+                "total_tokens": res.usage.total_tokens,
+            },
+            "served_tier": res.served_tier if res else None,
+            "response_id": res.response_id if res else None,
+        }
+        click.echo(json.dumps(data, indent=2))
+        return
+    if view.error:
+        err_console.print(f"[yellow]{view.status.value}[/yellow]: {view.error}", highlight=False)
+    if res is not None and res.output_text:
+        click.echo(res.output_text)
+    if view.status.value not in ("completed", "incomplete"):
+        sys.exit(1)
+
+
+@cli.command("list")
+@click.option("--status", "status_", help="Only jobs with this status.")
+@click.option("--limit", default=20, show_default=True, help="How many jobs.")
+def list_jobs(status_: str | None, limit: int) -> None:
+    """List recent jobs."""
+    from pipeline.states import JobStatus
+    from tasks.runtime import runtime
+
+    if status_ and status_ not in {s.value for s in JobStatus}:
+        fail(f"--status must be one of {', '.join(s.value for s in JobStatus)}")
+    jobs = runtime().store.list_jobs(status=status_, limit=limit)
+    table = Table("job", "status", "model", "tier", "polls", "created", "error")
+    for job in jobs:
+        error = f"{job.error_code}: {job.error_message}" if job.error_code else ""
+        table.add_row(
+            job.id,
+            job.status.value,
+            job.request.model,
+            job.request.service_tier,
+            str(job.poll_count),
+            _ts(job.created_at),
+            error,
+        )
+    console.print(table)
+
+
+@cli.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Cancel a job (at the provider too, where it supports cancel)."""
+    from tasks import api
+
+    view = api.cancel(job_id)
+    console.print(
+        f"{view.id} {view.status.value}" + (f" ({view.error})" if view.error else ""),
+        highlight=False,
+    )
+
+
+@cli.command()
+@click.option("--beat", is_flag=True, help="Also run the beat scheduler (the sweeper) inside.")
+@click.option("--concurrency", "-c", type=int, help="Worker processes.")
+@click.option("--loglevel", "-l", default="info", show_default=True)
+def worker(beat: bool, concurrency: int | None, loglevel: str) -> None:
+    """Run a Celery worker on flexpipe's queues."""
+    os.execvp(sys.executable, worker_command(beat=beat, concurrency=concurrency, loglevel=loglevel))
+
+
+def worker_command(
+    *, beat: bool = False, concurrency: int | None = None, loglevel: str = "info"
+) -> list[str]:
+    """The argv of a worker process (the CLI, the demo and the tests all use this)."""
+    from config.settings import get_settings
+
+    settings = get_settings()
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config.celery",
+        "worker",
+        "-Q",
+        f"{settings.queue},{settings.poll_queue}",
+        "-l",
+        loglevel,
+    ]
+    if concurrency or settings.worker_concurrency:
+        argv += ["-c", str(concurrency or settings.worker_concurrency)]
+    if beat:
+        argv += ["-B", "-s", str((settings.data_dir / "beat-schedule").resolve())]
+    if settings.embedded_broker:
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return argv
+
+
+@cli.command()
+@click.option("--loglevel", "-l", default="info", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run the beat scheduler (sends the sweeper)."""
+    from config.settings import get_settings
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config.celery",
+            "beat",
+            "-l",
+            loglevel,
+            "-s",
+            str((settings.data_dir / "beat-schedule").resolve()),
+        ],
+    )
+
+
+@cli.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Create or upgrade flexpipe's tables to the latest migration."""
+    from config.settings import get_settings
+    from pipeline.migrations import upgrade as run_upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    run_upgrade(settings.db_url)
+    console.print(f"database is up to date ({_safe_url(settings.db_url)})", highlight=False)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Keep the demo's data folder from the last run.")
+def demo(keep: bool) -> None:
+    """Run the whole flow on embedded defaults: emulator, SQLite, filesystem broker."""
+    from tasks.demo import run_demo
+
+    if not keep:
+        shutil.rmtree(Path(".flexpipe/demo"), ignore_errors=True)
+    sys.exit(run_demo(Path(".flexpipe/demo")))
+
+
+def _ts(value: Any) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _add_emulator() -> None:
+    from pipeline.emulator.cli import emulator
+
+    cli.add_command(emulator)
+
+
+def main() -> None:
+    _add_emulator()
+    try:
+        cli.main(prog_name="flexpipe", standalone_mode=True)
+    except FlexpipeError as exc:  # raised while importing settings, before a command ran
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Per-process objects: the settings, the SQL store, the provider client and the flow.
+
+Made once per worker process (and again after a fork), never per task.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+from config.settings import Settings, get_settings
+from pipeline.client import FlexClient
+from pipeline.flow import Flow
+from pipeline.store import Store
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    store: Store
+    client: FlexClient
+    flow: Flow
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_pid = 0
+
+
+def runtime() -> Runtime:
+    """The runtime of this process, built on first use."""
+    global _runtime, _pid
+    current = _runtime
+    if current is not None and _pid == os.getpid():
+        return current
+    with _lock:
+        if _runtime is None or _pid != os.getpid():
+            _runtime = _build(get_settings())
+            _pid = os.getpid()
+        return _runtime
+
+
+def _build(settings: Settings) -> Runtime:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.from_url(settings.db_url)
+    client = FlexClient(
+        settings.api_base_url,
+        settings.api_key.get_secret_value(),
+        timeout=settings.request_timeout,
+        blocking_timeout=settings.blocking_timeout,
+        max_retries=settings.sdk_max_retries,
+    )
+    return Runtime(settings, store, client, Flow(store, client, settings.flow_settings()))
+
+
+def reset() -> None:
+    """Forget this process's runtime (tests that change settings call this)."""
+    global _runtime
+    with _lock:
+        if _runtime is not None:
+            _runtime.store.dispose()
+            _runtime.client.close()
+        _runtime = None

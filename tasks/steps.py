@@ -1,0 +1,74 @@
+"""The pipeline's Celery tasks. Each reads ids, calls one ``pipeline.flow`` step, and
+schedules what the step says comes next. Messages carry job ids and small integers only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+
+from config.celery import app
+from pipeline.flow import Next
+from tasks.runtime import runtime
+
+log = logging.getLogger("flexpipe.tasks")
+
+
+@app.task(name="flexpipe.submit", bind=True)
+def submit(self: Task, job_id: str, failures: int = 0) -> str:
+    """Send a pending job to the provider (once), then start its poll chain."""
+    step = runtime().flow.submit(job_id, failures)
+    if step.kind == "retry":
+        raise self.retry(args=(job_id, step.failures), countdown=step.delay, max_retries=None)
+    return follow(job_id, step)
+
+
+@app.task(name="flexpipe.poll")
+def poll(job_id: str, seq: int, failures: int = 0) -> str:
+    """Read a job's status once; store it if terminal, else schedule the next poll."""
+    return follow(job_id, runtime().flow.poll(job_id, seq, failures))
+
+
+@app.task(name="flexpipe.store")
+def store(job_id: str) -> str:
+    """Read a job's response now and store it if it is terminal (e.g. on a webhook)."""
+    return follow(job_id, runtime().flow.refresh(job_id))
+
+
+@app.task(name="flexpipe.enqueue")
+def enqueue(**request: Any) -> str:
+    """Enqueue a job for apps that don't import flexpipe: ``send_task("flexpipe.enqueue")``."""
+    from tasks.api import enqueue as enqueue_job
+
+    return enqueue_job(**request)
+
+
+@app.task(name="flexpipe.cancel")
+def cancel(job_id: str) -> str:
+    """Cancel a job (at the provider where it supports cancel)."""
+    return follow(job_id, runtime().flow.cancel(job_id))
+
+
+def follow(job_id: str, step: Next) -> str:
+    """Do what a step asked for; return a short word for logs and Flower."""
+    if step.kind == "poll":
+        if not step.parked:
+            poll.apply_async((job_id, step.seq, step.failures), countdown=step.delay)
+        return f"poll in {step.delay:.1f}s" + (" (parked)" if step.parked else "")
+    if step.kind == "retry":
+        submit.apply_async((job_id, step.failures), countdown=step.delay)
+        return f"retry in {step.delay:.1f}s"
+    if step.kind == "done":
+        if step.callback:
+            send_callback(job_id, step.callback)
+        return "done"
+    log.debug("job %s: nothing to do (%s)", job_id, step.reason)
+    return f"stop: {step.reason}"
+
+
+def send_callback(job_id: str, callback: dict[str, Any]) -> None:
+    """Send the app's callback task with the job id as its first argument."""
+    app.signature(callback).apply_async(args=(job_id,))
+    runtime().store.callback_sent(job_id)

@@ -1,0 +1,55 @@
+"""The sweeper, run by beat: SQL is the source of truth, so lost work is found by query.
+
+Each run sends polls that are due from SQL (parked waits, chains lost to a Redis restart
+or a killed worker), re-sends submits that never ran, expires jobs past their deadline,
+and re-sends callbacks that were due but not sent.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from config.celery import app
+from tasks.runtime import runtime
+from tasks.steps import poll, send_callback, submit
+
+log = logging.getLogger("flexpipe.sweeper")
+BATCH = 1000
+
+
+@app.task(name="flexpipe.sweep")
+def sweep() -> dict[str, int]:
+    """One sweep; returns counts of what it did."""
+    rt = runtime()
+    settings, store, flow = rt.settings, rt.store, rt.flow
+    scale = settings.time_scale
+    counts = {"polls": 0, "submits": 0, "expired": 0, "callbacks": 0}
+
+    for job_id, seq in store.take_due_polls(
+        overdue_after=settings.poll_overdue_after * scale, limit=BATCH
+    ):
+        poll.apply_async((job_id, seq, 0))
+        counts["polls"] += 1
+
+    for job_id in store.take_stale_pending(
+        stale_after=settings.submit_stale_after * scale, limit=BATCH
+    ):
+        submit.apply_async((job_id, 0))
+        counts["submits"] += 1
+
+    for job in store.past_deadline(limit=BATCH):
+        step = flow.expire(job.id)
+        if step.kind == "done":
+            counts["expired"] += 1
+            if step.callback:
+                send_callback(job.id, step.callback)
+
+    for job_id, callback in store.take_due_callbacks(
+        overdue_after=settings.callback_overdue_after * scale, limit=BATCH
+    ):
+        send_callback(job_id, callback)
+        counts["callbacks"] += 1
+
+    if any(counts.values()):
+        log.info("sweep: %s", counts)
+    return counts

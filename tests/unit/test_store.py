@@ -1,0 +1,171 @@
+"""The SQL store on SQLite: guarded updates make every step safe to run twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pipeline.models import build_request
+from pipeline.states import JobStatus
+from pipeline.store import NewJob, Outcome, Store
+
+
+def _job(key: str | None = None, **kw) -> NewJob:
+    return NewJob(request=build_request("hello", model="m"), idempotency_key=key, **kw)
+
+
+def test_add_and_read(store: Store) -> None:
+    job_id, created = store.add_job(_job())
+    assert created
+    job = store.require_job(job_id)
+    assert job.status is JobStatus.PENDING
+    assert job.request.input == "hello"
+    assert job.created_at.tzinfo is not None
+
+
+def test_idempotency_key_returns_the_first_job(store: Store) -> None:
+    first, created = store.add_job(_job("k1"))
+    again, created_again = store.add_job(_job("k1"))
+    assert created and not created_again
+    assert again == first
+    pairs = store.add_jobs([_job("k2"), _job("k2"), _job("k1")])
+    assert [c for _, c in pairs] == [True, False, False]
+    assert pairs[0][0] == pairs[1][0]
+    assert pairs[2][0] == first
+    assert sum(store.status_counts().values()) == 2
+
+
+def test_submit_lease_is_taken_once(store: Store) -> None:
+    job_id, _ = store.add_job(_job())
+    assert store.claim_submit(job_id, lease_s=60) is not None
+    assert store.claim_submit(job_id, lease_s=60) is None
+    store.release_submit(job_id)
+    assert store.claim_submit(job_id, lease_s=60) is not None
+
+
+def test_record_submitted_only_from_pending(store: Store) -> None:
+    job_id, _ = store.add_job(_job())
+    seq = store.record_submitted(
+        job_id,
+        attempt=1,
+        response_id="resp_1",
+        status=JobStatus.SUBMITTED,
+        tier="flex",
+        next_poll_in=5,
+        parked=False,
+    )
+    assert seq == 1
+    again = store.record_submitted(
+        job_id,
+        attempt=1,
+        response_id="resp_2",
+        status=JobStatus.SUBMITTED,
+        tier="flex",
+        next_poll_in=5,
+        parked=False,
+    )
+    assert again is None
+    assert store.require_job(job_id).response_id == "resp_1"
+
+
+def test_poll_chain_fencing(store: Store) -> None:
+    job_id, _ = store.add_job(_job())
+    seq = store.record_submitted(
+        job_id,
+        attempt=1,
+        response_id="r",
+        status=JobStatus.SUBMITTED,
+        tier="flex",
+        next_poll_in=1,
+        parked=False,
+    )
+    assert seq is not None
+    nxt = store.schedule_poll(job_id, seq, status=JobStatus.IN_PROGRESS, delay=1, parked=False)
+    assert nxt == seq + 1
+    # The old chain's message arrives late: it is fenced out.
+    assert (
+        store.schedule_poll(job_id, seq, status=JobStatus.IN_PROGRESS, delay=1, parked=False)
+        is None
+    )
+    job = store.require_job(job_id)
+    assert job.poll_count == 1
+    assert job.status is JobStatus.IN_PROGRESS
+    assert job.started_at is not None
+
+
+def test_finish_is_idempotent(store: Store) -> None:
+    job_id, _ = store.add_job(_job(callback={"task": "cb"}))
+    outcome = Outcome(status=JobStatus.COMPLETED, response_id="r", output_text="done")
+    assert store.finish(job_id, outcome) is True
+    assert store.finish(job_id, Outcome(status=JobStatus.FAILED, error_code="x")) is False
+    job = store.require_job(job_id)
+    result = store.get_result(job_id)
+    assert job.status is JobStatus.COMPLETED
+    assert result is not None and result.output_text == "done"
+    assert job.error_code is None
+
+
+def test_due_polls_parked_and_lost(tmp_path) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    store = Store.from_url(f"sqlite:///{tmp_path / 'clock.db'}")
+    store._clock = lambda: now[0]
+    store.create_tables()
+    ids = [store.add_job(_job())[0] for _ in range(3)]
+    parked = store.record_submitted(
+        ids[0],
+        attempt=1,
+        response_id="a",
+        status=JobStatus.SUBMITTED,
+        tier="flex",
+        next_poll_in=100,
+        parked=True,
+    )
+    store.record_submitted(
+        ids[1],
+        attempt=1,
+        response_id="b",
+        status=JobStatus.SUBMITTED,
+        tier="flex",
+        next_poll_in=5,
+        parked=False,
+    )
+    assert store.take_due_polls(overdue_after=60, limit=10) == []
+    now[0] += timedelta(seconds=101)
+    taken = dict(store.take_due_polls(overdue_after=60, limit=10))
+    assert set(taken) == {ids[0], ids[1]}  # parked and due; and a chain 96 s late
+    assert taken[ids[0]] == (parked or 0) + 1
+    assert store.take_due_polls(overdue_after=60, limit=10) == []  # claimed: not twice
+    store.dispose()
+
+
+def test_stale_pending_and_deadlines(tmp_path) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    store = Store.from_url(f"sqlite:///{tmp_path / 'clock.db'}")
+    store._clock = lambda: now[0]
+    store.create_tables()
+    job_id, _ = store.add_job(_job(deadline_at=now[0] + timedelta(seconds=30)))
+    assert store.take_stale_pending(stale_after=10, limit=5) == []
+    now[0] += timedelta(seconds=11)
+    assert store.take_stale_pending(stale_after=10, limit=5) == [job_id]
+    assert store.take_stale_pending(stale_after=10, limit=5) == []
+    assert store.past_deadline(limit=5) == []
+    now[0] += timedelta(seconds=20)
+    assert [j.id for j in store.past_deadline(limit=5)] == [job_id]
+    store.dispose()
+
+
+def test_due_callbacks(tmp_path) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    store = Store.from_url(f"sqlite:///{tmp_path / 'clock.db'}")
+    store._clock = lambda: now[0]
+    store.create_tables()
+    job_id, _ = store.add_job(_job(callback={"task": "cb", "args": []}))
+    store.finish(job_id, Outcome(status=JobStatus.COMPLETED))
+    assert store.take_due_callbacks(overdue_after=5, limit=5) == []
+    now[0] += timedelta(seconds=6)
+    assert store.take_due_callbacks(overdue_after=5, limit=5) == [
+        (job_id, {"task": "cb", "args": []})
+    ]
+    store.callback_sent(job_id)
+    now[0] += timedelta(seconds=60)
+    assert store.take_due_callbacks(overdue_after=5, limit=5) == []
+    store.dispose()
