@@ -88,7 +88,7 @@ def openai_object(rec: Record, status: str | None = None, pending: bool = False)
     if done and status == "incomplete":
         incomplete = {"reason": "max_output_tokens"}
     reasoning = sub_object(body, "reasoning")
-    return {
+    obj: dict[str, Any] = {
         "id": rec.id,
         "object": "response",
         "created_at": int(rec.created_at),
@@ -122,6 +122,11 @@ def openai_object(rec: Record, status: str | None = None, pending: bool = False)
         "user": body.get("user"),
         "metadata": body.get("metadata") or {},
     }
+    # The published schema types these as non-nullable: omit them rather than send null.
+    for key in ("usage", "user"):
+        if obj[key] is None:
+            del obj[key]
+    return obj
 
 
 def dw_object(rec: Record) -> dict[str, Any]:

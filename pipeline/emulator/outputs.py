@@ -2,8 +2,10 @@
 
 The text is an extractive summary of the request: the most informative sentences of the
 last user message (scored by how many of the message's frequent words they contain), in
-their original order, behind a lead-in picked by hash. Same input, instructions and seed
-give the same text; a summary of a document about X mentions X.
+their original order, behind a lead-in picked by hash and followed by a short ``[ref <hex>]``
+tag hashed from the whole prompt. Same input, instructions and seed give the same text;
+different inputs give different texts (the tag tells near-identical prompts apart, so a
+pipeline that mixes up results is caught); a summary of a document about X mentions X.
 
 Token estimate (used for ``usage`` and ``max_output_tokens``): ``tokens = ceil(chars / 4)``
 of the text concerned; input tokens count the instructions plus every input message's text.
@@ -221,12 +223,13 @@ def summarize(messages: list[dict[str, str]], seed: int, max_sentences: int = 3)
     sentences = [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
     h = digest("summary", seed, prompt_text(messages))
     lead = _LEADS[h % len(_LEADS)]
+    ref = f" [ref {h & 0xFFFFFFFF:08x}]"
     if not sentences:
-        return "There is nothing to summarize: the input was empty."
+        return "There is nothing to summarize: the input was empty." + ref
     if len(sentences) == 1 and len(sentences[0]) < 200:
         words = _keywords(text, 3)
         about = ", ".join(words) if words else "the request"
-        return f"{lead}A brief answer about {about}: {sentences[0]}".strip()
+        return f"{lead}A brief answer about {about}: {sentences[0]}{ref}"
     freq = Counter(w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP)
     scored = []
     for i, s in enumerate(sentences):
@@ -237,7 +240,7 @@ def summarize(messages: list[dict[str, str]], seed: int, max_sentences: int = 3)
     keep = max(1, min(max_sentences, math.ceil(len(sentences) * 0.4)))
     chosen = sorted(i for _, _, i in sorted(scored, reverse=True)[:keep])
     body = " ".join(_clip(sentences[i], 300) for i in chosen)
-    return f"{lead}{body}"
+    return f"{lead}{body}{ref}"
 
 
 def _clip(sentence: str, limit: int) -> str:
