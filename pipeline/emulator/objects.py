@@ -212,6 +212,10 @@ def stream_events(rec: Record, flavor: str) -> list[dict[str, Any]]:
         snap = {**dw_object(rec), "status": first, "output": []}
         snap.pop("usage", None), snap.pop("completed_at", None), snap.pop("error", None)
         events = [{"type": "response.created", "response": snap}]
+    if not rec.terminal:  # live stream: only the events that precede the output
+        for i, ev in enumerate(events):
+            ev["sequence_number"] = i
+        return events
     final = response_object(rec, flavor)
     if rec.output is not None:
         item = message_item(rec, flavor)

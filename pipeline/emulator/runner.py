@@ -87,6 +87,11 @@ class EmulatorHandle:
         self._loop.run_forever()
         with contextlib.suppress(Exception):
             self._loop.run_until_complete(self._runner.cleanup())
+        pending = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     def call(self, fn: object, *args: object) -> object:
