@@ -12,9 +12,9 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import aclient, client, http, stats
 
 from pipeline.emulator import EmulatorHandle
+from tests.emulator.helpers import aclient, client, http, stats
 
 DOC = (
     "The Rhine is one of the major rivers of Europe. It rises in the Swiss Alps and flows "

@@ -9,9 +9,9 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import aclient, client, http, stats
 
 from pipeline.emulator import EmulatorHandle
+from tests.emulator.helpers import aclient, client, http, stats
 
 DOC = "Photosynthesis turns light into chemical energy. Plants use chlorophyll to do it."
 
