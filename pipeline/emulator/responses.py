@@ -77,12 +77,20 @@ async def create(request: web.Request) -> web.StreamResponse:
         validate_create(emu.config, body)
     except InvalidRequest as exc:
         return _bad_request(exc)
+    previous = None
+    prev_id = body.get("previous_response_id")
+    if prev_id is not None:
+        previous = emu.store.get(str(prev_id), lenient_prefix=emu.config.flavor == "doubleword")
+        if previous is None:
+            return json_error(
+                400, f"previous response not found: {prev_id}", param="previous_response_id"
+            )
     key = request.headers.get("Idempotency-Key")
     rec = emu.store.by_idempotency_key(key) if key and emu.config.idempotency_replay else None
     if rec is not None:
         emu.stats.bump("idempotent_replays")
     else:
-        rec = emu.create(body, key)
+        rec = emu.create(body, key, previous)
     if rec.stream:
         return await stream(request, emu, rec, -1)
     if rec.background:

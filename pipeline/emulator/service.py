@@ -80,12 +80,27 @@ class Emulator:
         self.index += 1
         return self.index - 1
 
-    def create(self, body: Mapping[str, Any], idem_key: str | None = None) -> Record:
-        """Accept a validated ``POST /v1/responses`` body (on the event loop)."""
+    def create(
+        self,
+        body: Mapping[str, Any],
+        idem_key: str | None = None,
+        previous: Record | None = None,
+    ) -> Record:
+        """Accept a validated ``POST /v1/responses`` body (on the event loop).
+
+        With ``previous`` (the record named by ``previous_response_id``) the model sees the
+        previous input and output before the new input; instructions are not carried over.
+        """
         lane, tier = resolve_tier(self.config, body.get("service_tier"))
         index = self._next_index()
         delay, proc = draw_latencies(self.config, lane, index)
         messages = messages_from_input(body.get("input"), body.get("instructions"))
+        if previous is not None:
+            history = [m for m in previous.messages if m["role"] != "system"]
+            if previous.output is not None:
+                history.append({"role": "assistant", "content": previous.output.text})
+            system = [m for m in messages if m["role"] == "system"][:1]
+            messages = system + history + messages[len(system) :]
         rec = Record(
             id=new_response_id(self.config.flavor),
             index=index,

@@ -528,3 +528,17 @@ def test_idempotency_key(start: Callable[..., EmulatorHandle]) -> None:
     assert a2.id == b2.id != c3.id
     totals = stats(replay)["totals"]
     assert totals["creates"] == 2 and totals["idempotent_replays"] == 1
+
+
+def test_previous_response_id(oa: EmulatorHandle) -> None:
+    c = client(oa)
+    first = c.responses.create(model="m", input=DOC)
+    follow = c.responses.create(model="m", input="And the Danube?", previous_response_id=first.id)
+    assert follow.previous_response_id == first.id
+    alone = c.responses.create(model="m", input="And the Danube?")
+    assert follow.output_text != alone.output_text
+    assert follow.usage is not None and alone.usage is not None
+    assert follow.usage.input_tokens > alone.usage.input_tokens
+    with pytest.raises(openai.BadRequestError) as err:
+        c.responses.create(model="m", input="x", previous_response_id="resp_missing")
+    assert err.value.param == "previous_response_id"
