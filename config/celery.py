@@ -42,6 +42,8 @@ def configure(celery_app: Celery, settings: Settings) -> Celery:
         amqp._producer_pool = None
     celery_app.conf.update(
         broker_url=settings.broker_url,
+        # The embedded broker writes messages atomically (see config/broker.py).
+        broker_transport="config.broker:Transport" if settings.embedded_broker else None,
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
         result_backend=None,

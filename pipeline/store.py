@@ -427,44 +427,58 @@ class Store:
 
     # -- sweeper ---------------------------------------------------------------------------
 
-    def take_due_polls(self, *, overdue_after: float, limit: int) -> list[tuple[str, int]]:
-        """Claim polls to send now: parked ones that are due, and chains presumed lost.
+    def take_due_polls(
+        self, *, overdue_after: float, horizon: float = 0.0, limit: int
+    ) -> list[tuple[str, int, float]]:
+        """Claim polls to send: parked ones due within ``horizon`` s, and lost chains.
 
-        A chain is presumed lost when its poll is ``overdue_after`` seconds late. Claiming
-        bumps the fencing number, so a late message of the old chain stops when it runs.
+        Returns ``(job_id, seq, delay)``: send poll ``seq`` in ``delay`` s (0 for a chain
+        presumed lost, i.e. a poll ``overdue_after`` s late). Claiming bumps the fencing
+        number, so a late message of an old chain stops when it runs.
         """
         now = self.now()
         lost_before = now - timedelta(seconds=overdue_after)
         due = sa.or_(
-            sa.and_(jobs.c.parked.is_(True), jobs.c.next_poll_at <= now),
+            sa.and_(
+                jobs.c.parked.is_(True),
+                jobs.c.next_poll_at <= now + timedelta(seconds=horizon),
+            ),
             jobs.c.next_poll_at <= lost_before,
         )
         query = (
-            sa.select(jobs.c.id)
+            sa.select(jobs.c.id, jobs.c.parked, jobs.c.next_poll_at)
             .where(jobs.c.status.in_(_IN_FLIGHT), due)
             .order_by(jobs.c.next_poll_at)
             .limit(limit)
         )
         if self._postgres:
             query = query.with_for_update(skip_locked=True)
-        taken: list[tuple[str, int]] = []
+        taken: list[tuple[str, int, float]] = []
         with self.engine.begin() as conn:
-            ids = [row.id for row in conn.execute(query)]
-            if not ids:
+            rows = conn.execute(query).all()
+            if not rows:
                 return taken
-            # The new chain gets one grace period before it, too, is presumed lost.
-            conn.execute(
-                jobs.update()
-                .where(jobs.c.id.in_(ids))
-                .values(
-                    poll_seq=jobs.c.poll_seq + 1,
-                    next_poll_at=now,
-                    parked=False,
-                    updated_at=now,
+            parked = [r.id for r in rows if r.parked]
+            lost = [r.id for r in rows if not r.parked]
+            if parked:
+                # Sent now with a countdown; the chain is live from here on.
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id.in_(parked))
+                    .values(poll_seq=jobs.c.poll_seq + 1, parked=False, updated_at=now)
                 )
-            )
-            rows = conn.execute(sa.select(jobs.c.id, jobs.c.poll_seq).where(jobs.c.id.in_(ids)))
-            taken = [(row.id, row.poll_seq) for row in rows]
+            if lost:
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id.in_(lost))
+                    .values(poll_seq=jobs.c.poll_seq + 1, next_poll_at=now, updated_at=now)
+                )
+            ids = [r.id for r in rows]
+            due_at = {r.id: _aware(r.next_poll_at) for r in rows}
+            seqs = conn.execute(sa.select(jobs.c.id, jobs.c.poll_seq).where(jobs.c.id.in_(ids)))
+            for row in seqs:
+                delay = max(0.0, (due_at[row.id] - now).total_seconds())
+                taken.append((row.id, row.poll_seq, delay if row.id in parked else 0.0))
         return taken
 
     def take_stale_pending(self, *, stale_after: float, limit: int) -> list[str]:

@@ -33,7 +33,7 @@ def run_demo(folder: Path, *, timeout: float = 50.0) -> int:
         console.print(f"[red]no sample documents in {SAMPLES}[/red]")
         return 2
 
-    emulator = run_in_thread(EmulatorConfig(time_scale=TIME_SCALE, slots=8, seed=7))
+    emulator = run_in_thread(EmulatorConfig(time_scale=TIME_SCALE, slots=12, seed=7))
     os.environ.update(
         {
             "FLEXPIPE_DATA_DIR": str(folder),
@@ -42,17 +42,20 @@ def run_demo(folder: Path, *, timeout: float = 50.0) -> int:
             "FLEXPIPE_API_BASE_URL": emulator.base_url,
             "FLEXPIPE_API_KEY": "demo",
             "FLEXPIPE_TIME_SCALE": str(TIME_SCALE),
-            "FLEXPIPE_SWEEP_INTERVAL": "20",
         }
     )
     from config.settings import get_settings
 
     get_settings.cache_clear()
+    from config.celery import app, configure
+
+    configure(app, get_settings())
     from pipeline.migrations import upgrade
     from tasks import api
     from tasks.cli import worker_command
-    from tasks.runtime import runtime
+    from tasks.runtime import reset, runtime
 
+    reset()
     settings = get_settings()
     upgrade(settings.db_url)
     log_path = folder / "worker.log"
@@ -119,17 +122,18 @@ def _progress(console: Console, ids: list[str], timeout: float) -> bool:
 def _table(console: Console, ids: list[str], names: list[str]) -> None:
     from tasks import api
 
-    table = Table("job", "document", "status", "tokens in/out", "latency", "summary")
+    table = Table("job", "document", "status", "tokens", "latency", "summary")
+    room = max(16, console.width - 66)
     for job_id, name in zip(ids, names, strict=True):
         view = api.get(job_id)
         res = view.result
         latency = "-"
         if view.job.finished_at is not None:
             latency = f"{(view.job.finished_at - view.job.created_at).total_seconds():.1f}s"
-        tokens = "-" if res is None else f"{res.usage.input_tokens}/{res.usage.output_tokens}"
+        tokens = "-" if res is None else str(res.usage.total_tokens)
         text = (res.output_text or "") if res else (view.error or "")
         first_line = text.strip().splitlines()[0] if text.strip() else ""
-        if len(first_line) > 70:
-            first_line = first_line[:69] + "…"
-        table.add_row(job_id[:8], name, view.status.value, tokens, latency, first_line)
+        if len(first_line) > room:
+            first_line = first_line[: room - 1] + "…"
+        table.add_row(job_id[:8], name[:20], view.status.value, tokens, latency, first_line)
     console.print(table)

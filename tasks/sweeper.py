@@ -25,10 +25,11 @@ def sweep() -> dict[str, int]:
     scale = settings.time_scale
     counts = {"polls": 0, "submits": 0, "expired": 0, "callbacks": 0}
 
-    for job_id, seq in store.take_due_polls(
-        overdue_after=settings.poll_overdue_after * scale, limit=BATCH
+    interval = settings.sweep_interval * scale
+    for job_id, seq, delay in store.take_due_polls(
+        overdue_after=settings.poll_overdue_after * scale, horizon=interval, limit=BATCH
     ):
-        poll.apply_async((job_id, seq, 0))
+        poll.apply_async((job_id, seq, 0), countdown=delay)
         counts["polls"] += 1
 
     for job_id in store.take_stale_pending(

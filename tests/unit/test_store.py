@@ -128,12 +128,13 @@ def test_due_polls_parked_and_lost(tmp_path) -> None:
         next_poll_in=5,
         parked=False,
     )
-    assert store.take_due_polls(overdue_after=60, limit=10) == []
-    now[0] += timedelta(seconds=101)
-    taken = dict(store.take_due_polls(overdue_after=60, limit=10))
-    assert set(taken) == {ids[0], ids[1]}  # parked and due; and a chain 96 s late
-    assert taken[ids[0]] == (parked or 0) + 1
-    assert store.take_due_polls(overdue_after=60, limit=10) == []  # claimed: not twice
+    assert store.take_due_polls(overdue_after=60, horizon=10, limit=10) == []
+    now[0] += timedelta(seconds=95)
+    taken = {job_id: (seq, delay) for job_id, seq, delay in
+             store.take_due_polls(overdue_after=60, horizon=10, limit=10)}
+    # Parked and due within the horizon (in 5 s); and a chain 90 s late (now).
+    assert taken == {ids[0]: ((parked or 0) + 1, 5.0), ids[1]: (2, 0.0)}
+    assert store.take_due_polls(overdue_after=60, horizon=10, limit=10) == []  # not twice
     store.dispose()
 
 
