@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
 from pipeline.emulator import EmulatorConfig, EmulatorHandle, run_in_thread
-from tests.emulator.helpers import fast_config
+from tests.emulator.helpers import VIOLATIONS, fast_config, response_validator, schema_errors
 
-SCHEMA_PATH = Path(__file__).parent / "data" / "response_schema.json"
+
+@pytest.fixture(autouse=True)
+def _no_schema_violations() -> Iterator[None]:
+    """Fail a test if any openai-flavour Response its SDK clients received broke the schema."""
+    VIOLATIONS.clear()
+    yield
+    found, VIOLATIONS[:] = list(VIOLATIONS), []
+    assert not found, "Response objects that break the OpenAPI schema:\n" + "\n".join(found[:10])
 
 
 @pytest.fixture(scope="session")
-def response_validator() -> Draft202012Validator:
-    """Validates a JSON object against ``components/schemas/Response`` (OpenAPI subset)."""
-    doc = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    return Draft202012Validator(doc)
+def validator() -> Draft202012Validator:
+    """The ``components/schemas/Response`` validator (JSON subset in data/, loaded once)."""
+    return response_validator()
 
 
 @pytest.fixture
-def check_response(response_validator: Draft202012Validator) -> Callable[[Any], dict[str, Any]]:
+def check_response(validator: Draft202012Validator) -> Callable[[Any], dict[str, Any]]:
     """Validate an SDK ``Response`` (or dict) against the schema; returns the raw dict."""
 
     def check(obj: Any) -> dict[str, Any]:
@@ -33,8 +37,8 @@ def check_response(response_validator: Draft202012Validator) -> Callable[[Any], 
             if isinstance(obj, dict)
             else obj.model_dump(mode="json", exclude_unset=True, by_alias=True)
         )
-        errors = sorted(response_validator.iter_errors(data), key=lambda e: list(e.path))
-        assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+        errors = schema_errors(data)
+        assert not errors, "\n".join(errors[:5])
         return data
 
     return check

@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+import httpx2
 import openai
+from jsonschema import Draft202012Validator
 
 from pipeline.emulator import EmulatorConfig, EmulatorHandle
+
+SCHEMA_PATH = Path(__file__).parent / "data" / "response_schema.json"
+
+#: Schema violations seen by the clients' response hooks; the autouse fixture in conftest.py
+#: fails the test that produced any.
+VIOLATIONS: list[str] = []
+
+
+@functools.cache
+def response_validator() -> Draft202012Validator:
+    """Validates against ``components/schemas/Response`` (the subset in data/, loaded once)."""
+    return Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+
+
+def schema_errors(data: Any) -> list[str]:
+    errors = sorted(response_validator().iter_errors(data), key=lambda e: list(e.path))
+    return [f"{list(e.path)}: {e.message}" for e in errors]
+
+
+def _record(response: httpx2.Response) -> None:
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return
+    data = json.loads(response.content) if response.content else None
+    if isinstance(data, dict) and data.get("object") == "response" and "deleted" not in data:
+        VIOLATIONS.extend(f"{response.request.url}: {e}" for e in schema_errors(data))
+
+
+def _check_hook(response: httpx2.Response) -> None:
+    response.read()
+    _record(response)
+
+
+async def _acheck_hook(response: httpx2.Response) -> None:
+    await response.aread()
+    _record(response)
+
 
 #: Latencies small enough for the whole suite to run in seconds (real seconds, time_scale=1).
 FAST: dict[str, Any] = {
@@ -25,14 +65,25 @@ def fast_config(**overrides: Any) -> EmulatorConfig:
 
 
 def client(handle: EmulatorHandle, **kwargs: Any) -> openai.OpenAI:
+    """A sync SDK client; in the openai flavour every JSON Response it receives is validated."""
     kwargs.setdefault("api_key", "test-key")
     kwargs.setdefault("max_retries", 0)
+    if handle.config.flavor == "openai":
+        kwargs.setdefault(
+            "http_client", openai.DefaultHttpx2Client(event_hooks={"response": [_check_hook]})
+        )
     return openai.OpenAI(base_url=handle.base_url, **kwargs)
 
 
 def aclient(handle: EmulatorHandle, **kwargs: Any) -> openai.AsyncOpenAI:
+    """The async twin of :func:`client`."""
     kwargs.setdefault("api_key", "test-key")
     kwargs.setdefault("max_retries", 0)
+    if handle.config.flavor == "openai":
+        kwargs.setdefault(
+            "http_client",
+            openai.DefaultAsyncHttpx2Client(event_hooks={"response": [_acheck_hook]}),
+        )
     return openai.AsyncOpenAI(base_url=handle.base_url, **kwargs)
 
 

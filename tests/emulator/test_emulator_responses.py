@@ -542,3 +542,21 @@ def test_previous_response_id(oa: EmulatorHandle) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         c.responses.create(model="m", input="x", previous_response_id="resp_missing")
     assert err.value.param == "previous_response_id"
+
+
+def test_openai_clients_schema_check_every_response(oa: EmulatorHandle) -> None:
+    import httpx2
+
+    from tests.emulator.helpers import VIOLATIONS
+
+    c = client(oa)
+    hooks = c._client.event_hooks["response"]
+    assert len(hooks) == 1
+    c.responses.create(model="m", input="x")
+    assert VIOLATIONS == []
+    bad = httpx2.Response(
+        200, json={"object": "response"}, request=httpx2.Request("GET", "http://127.0.0.1/")
+    )
+    hooks[0](bad)
+    assert any("'created_at' is a required property" in v for v in VIOLATIONS)
+    VIOLATIONS.clear()
