@@ -61,3 +61,29 @@ def test_queue_drains_in_fifo_order(start: Callable[..., EmulatorHandle]) -> Non
     assert starts == sorted(starts)
     for a, b in itertools.pairwise(ids):
         assert per_id[b]["in_progress_at"] >= per_id[a]["finished_at"]
+
+
+def test_flex_deadline_fails_jobs_still_queued(start: Callable[..., EmulatorHandle]) -> None:
+    h = start(
+        slots=1, latency={"flex": "fixed:0.3"}, queue_delay={"flex": "fixed:0"}, flex_deadline_s=0.1
+    )
+    c = client(h)
+    first = c.responses.create(model="m", input="a", service_tier="flex", background=True)
+    late = c.responses.create(model="m", input="b", service_tier="flex", background=True)
+    for rid in (first.id, late.id):
+        while c.responses.retrieve(rid).status in ("queued", "in_progress"):
+            pass
+    assert c.responses.retrieve(first.id).status == "completed"
+    failed = c.responses.retrieve(late.id)
+    assert failed.status == "failed" and failed.error is not None
+    assert "completion window" in failed.error.message
+    assert stats(h)["responses"][late.id]["in_progress_at"] is None
+
+
+def test_unlimited_slots(start: Callable[..., EmulatorHandle]) -> None:
+    h = start(slots=0, latency={"flex": "fixed:3600"}, queue_delay={"flex": "fixed:0"})
+    c = client(h)
+    for _ in range(100):
+        c.responses.create(model="m", input="x", service_tier="flex", background=True)
+    totals = stats(h, responses=False)["totals"]
+    assert totals["in_progress"] == 100 and totals["queued"] == 0
