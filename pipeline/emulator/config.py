@@ -60,7 +60,8 @@ class EmulatorConfig:
     seed: int = 0
     #: Multiplier applied to every emulated duration.
     time_scale: float = 1.0
-    #: Processing time per lane (``flex``, ``background``, ``realtime``), unscaled seconds.
+    #: Processing time per lane (``flex``, ``background``, ``realtime``), unscaled seconds;
+    #: strings such as ``"fixed:2"`` are parsed, and missing lanes keep their defaults.
     latency: dict[str, LatencyModel] = field(default_factory=_default_latency)
     #: Minimum time in ``queued`` before a slot may be taken, per lane, unscaled seconds.
     queue_delay: dict[str, LatencyModel] = field(default_factory=_default_queue_delay)
