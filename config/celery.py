@@ -32,10 +32,9 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 
 def configure(celery_app: Celery, settings: Settings) -> Celery:
-    """Apply settings to the app; calling it again (tests) also drops pooled connections."""
+    """Apply settings to the app; calling it again (tests, the demo) drops cached pools."""
     options = broker_options(settings)
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
+    # Only drop references: kombu shares pools per broker URL process-wide.
     celery_app._pool = None
     amqp = celery_app.__dict__.get("amqp")
     if amqp is not None:
@@ -73,7 +72,7 @@ def configure(celery_app: Celery, settings: Settings) -> Celery:
                 "options": {"expires": max(1.0, settings.sweep_interval * settings.time_scale)},
             }
         },
-        include=["tasks.steps", "tasks.sweeper"],
+        include=["tasks.steps", "tasks.sweeper", *settings.import_list],
     )
     return celery_app
 

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     visibility_timeout: float = Field(3600.0, gt=0)
     worker_eta_task_limit: int = Field(20_000, gt=0)
     worker_concurrency: int | None = None
+    #: Comma-separated modules the worker also imports (e.g. your callback tasks).
+    imports: str = ""
+    #: Queue for callbacks whose signature names none ("celery": any Celery app's default).
+    callback_queue: str = "celery"
 
     # Poll schedule (seconds; multiplied by time_scale)
     time_scale: float = Field(1.0, gt=0)
@@ -105,6 +109,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'flexpipe.db').resolve()}"
+
+    @property
+    def import_list(self) -> list[str]:
+        return [name.strip() for name in self.imports.split(",") if name.strip()]
 
     @property
     def embedded_broker(self) -> bool:

@@ -7,6 +7,7 @@ before any message does, so if the broker is down the sweeper submits the job la
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -105,18 +106,18 @@ def resolve_callback(callback: str | Mapping[str, Any] | None) -> dict[str, Any]
     if callback is None:
         return None
     if isinstance(callback, str):
-        name = callback
-        signature: dict[str, Any] = dict(app.signature(name))
+        name, args, kwargs, options = callback, (), {}, {}
     elif isinstance(callback, Mapping) and isinstance(callback.get("task"), str):
         name = callback["task"]
-        signature = dict(app.signature(dict(callback)))
+        args = tuple(callback.get("args") or ())
+        kwargs = dict(callback.get("kwargs") or {})
+        options = dict(callback.get("options") or {})
     else:
         raise ValidationError("callback", "must be a task name or a Celery signature")
+    signature: dict[str, Any] = dict(app.signature(name, args=args, kwargs=kwargs, **options))
     if not _task_exists(name):
         raise ValidationError("callback", f"no task named {name!r} is registered or importable")
     try:
-        import json
-
         json.dumps(signature)
     except (TypeError, ValueError) as exc:
         raise ValidationError("callback", f"signature is not JSON-serialisable: {exc}") from None

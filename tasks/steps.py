@@ -62,7 +62,10 @@ def follow(job_id: str, step: Next) -> str:
         return f"retry in {step.delay:.1f}s"
     if step.kind == "done":
         if step.callback:
-            send_callback(job_id, step.callback)
+            try:
+                send_callback(job_id, step.callback)
+            except Exception:  # the outcome is stored; the sweeper re-sends due callbacks
+                log.exception("job %s: callback not sent yet; the sweeper will retry", job_id)
         return "done"
     log.debug("job %s: nothing to do (%s)", job_id, step.reason)
     return f"stop: {step.reason}"
@@ -70,5 +73,8 @@ def follow(job_id: str, step: Next) -> str:
 
 def send_callback(job_id: str, callback: dict[str, Any]) -> None:
     """Send the app's callback task with the job id as its first argument."""
-    app.signature(callback).apply_async(args=(job_id,))
+    signature = app.signature(callback)
+    if not (signature.options or {}).get("queue"):
+        signature.set(queue=runtime().settings.callback_queue)
+    signature.apply_async(args=(job_id,))
     runtime().store.callback_sent(job_id)

@@ -130,8 +130,10 @@ def test_due_polls_parked_and_lost(tmp_path) -> None:
     )
     assert store.take_due_polls(overdue_after=60, horizon=10, limit=10) == []
     now[0] += timedelta(seconds=95)
-    taken = {job_id: (seq, delay) for job_id, seq, delay in
-             store.take_due_polls(overdue_after=60, horizon=10, limit=10)}
+    taken = {
+        job_id: (seq, delay)
+        for job_id, seq, delay in store.take_due_polls(overdue_after=60, horizon=10, limit=10)
+    }
     # Parked and due within the horizon (in 5 s); and a chain 90 s late (now).
     assert taken == {ids[0]: ((parked or 0) + 1, 5.0), ids[1]: (2, 0.0)}
     assert store.take_due_polls(overdue_after=60, horizon=10, limit=10) == []  # not twice

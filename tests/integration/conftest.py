@@ -1,0 +1,108 @@
+"""Fixtures for the integration tests: the emulator over HTTP and a whole flexpipe stack
+(real worker subprocess) on each backend: ``services`` (Redis + PostgreSQL of this
+machine) and ``embedded`` (SQLite + the filesystem broker)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.emulator import EmulatorConfig, run_in_thread
+from tests.integration.stack import TIME_SCALE, Stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[str]:
+    config = EmulatorConfig(time_scale=TIME_SCALE, slots=16, seed=11)
+    with run_in_thread(config) as handle:
+        yield handle.url
+
+
+@pytest.fixture(scope="session")
+def openai_emulator() -> Iterator[str]:
+    config = EmulatorConfig(flavor="openai", time_scale=TIME_SCALE, slots=16, seed=12)
+    with run_in_thread(config) as handle:
+        yield handle.url
+
+
+def _backend_urls(request: pytest.FixtureRequest, backend: str, tmp: Path) -> tuple[str, str]:
+    if backend == "embedded":
+        return f"sqlite:///{tmp / 'flexpipe.db'}", "filesystem://"
+    redis_url = request.getfixturevalue("redis_server")
+    postgres = request.getfixturevalue("postgres_server")
+    name = f"flexpipe_{uuid.uuid4().hex[:12]}"
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    request.addfinalizer(lambda: _drop_database(postgres, name))
+    return postgres.rsplit("/", 1)[0] + f"/{name}", f"{redis_url}/0"
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def make_stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    backend: str,
+    emulator_url: str,
+    extra_env: dict[str, str] | None = None,
+) -> Stack:
+    tmp = tmp_path_factory.mktemp(f"stack-{backend}")
+    database_url, broker_url = _backend_urls(request, backend, tmp)
+    stack = Stack(
+        name=backend,
+        data_dir=tmp,
+        database_url=database_url,
+        broker_url=broker_url,
+        emulator_url=emulator_url,
+        extra_env=extra_env,
+    )
+    stack.start()
+    request.addfinalizer(stack.stop)
+    return stack
+
+
+@pytest.fixture(scope="module", params=["services", "embedded"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, emulator: str
+) -> Stack:
+    """A stack on the Doubleword-flavoured emulator, once per backend."""
+    s = make_stack(request, tmp_path_factory, request.param, emulator)
+    return s
+
+
+@pytest.fixture
+def live(stack: Stack) -> Iterator[Stack]:
+    """The module's stack, made current for this test; emulator faults reset after it."""
+    stack.activate()
+    yield stack
+    stack.emulator("/_emulator/faults", NO_FAULTS)
+
+
+NO_FAULTS = {
+    "create_429_rate": 0.0,
+    "create_429_no_retry_after_rate": 0.0,
+    "get_429_rate": 0.0,
+    "create_5xx_rate": 0.0,
+    "get_5xx_rate": 0.0,
+    "fail_rate": 0.0,
+    "read_lag_ms": 0.0,
+    "read_once": False,
+    "drop_rate": 0.0,
+    "slow_ms": 0.0,
+}
