@@ -1,0 +1,1 @@
+"""Articles: stored in Django, summarised and labelled by a model through flexpipe."""

@@ -1,0 +1,90 @@
+"""The newsroom under test: flexpipe's test stack (a flexpipe worker with beat, its
+database and broker, the emulator) plus the newsroom's own Celery worker on the same
+broker, running the callbacks as it would in production."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.integration.stack import ROOT, TIME_SCALE, Stack
+
+EXAMPLE = Path(__file__).resolve().parents[1]
+
+#: Long enough for the sweeper to re-send a callback it believes unsent (flexpipe's
+#: callback_overdue_after is 60 s, times the stack's time scale), so counts are final.
+SETTLE = 60 * TIME_SCALE + 0.5
+
+
+class CeleryWorker:
+    """``celery -A newsroom worker`` in a subprocess, logging to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "celery", "-A", "newsroom", "worker", "-c", "2"]
+        argv += ["-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        env = {
+            **os.environ,
+            **self.env,
+            "DJANGO_SETTINGS_MODULE": "newsroom.settings",
+            "PYTHONPATH": os.pathsep.join([str(EXAMPLE), str(ROOT)]),
+        }
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=EXAMPLE,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, 9)
+            self.process.wait()
+        self.process = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@dataclass
+class Newsroom:
+    stack: Stack
+    worker: CeleryWorker
+
+    def activate(self) -> None:
+        """Point this process (the web side: views, the management command) at the stack."""
+        self.stack.activate()
+
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+        end = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > end:
+                raise AssertionError(
+                    f"{what}: not so after {timeout:g}s\n--- flexpipe worker:\n"
+                    f"{self.stack.log_tail()}\n--- newsroom worker:\n{self.worker.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def settle(self) -> None:
+        """Let any duplicate callback arrive before counting them."""
+        time.sleep(SETTLE)
