@@ -28,7 +28,7 @@ def create_summary() -> ResponseReturnValue:
         raise ValidationError("text", "is required and must be a string")
     instructions = body.get("instructions", current_app.config["SUMMARY_INSTRUCTIONS"])
     if instructions is not None and not isinstance(instructions, str):
-        # flexpipe checks this too, but only after len(instructions): see the README.
+        # flexpipe checks this too, but after len(instructions): a TypeError, not a 400.
         raise ValidationError("instructions", "must be a string")
     job_id = flexpipe.enqueue(
         text,
