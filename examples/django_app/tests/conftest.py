@@ -14,8 +14,6 @@ from harness import CeleryWorker, Newsroom
 
 from tests.integration.conftest import make_stack
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
