@@ -14,7 +14,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from articles import tasks
+from articles import tasks as callbacks
 from articles.models import Article, ClassificationRun, Section
 from pipeline.errors import JobNotFound
 from tasks import api as flexpipe
@@ -55,7 +55,7 @@ def request_summary(article_id: int) -> str:
         instructions=SUMMARY_INSTRUCTIONS,
         metadata={"article": str(article.pk)},
         idempotency_key=f"article-{article.pk}-summary",
-        callback=tasks.summary_ready.s(article_id=article.pk),
+        callback=callbacks.summary_ready.s(article_id=article.pk),
     )
     # Only the job id: the callback may already have stored the final status.
     Article.objects.filter(pk=article.pk).update(flexpipe_job_id=job_id, updated_at=timezone.now())
@@ -89,12 +89,12 @@ def classify_unlabelled(limit: int) -> tuple[str | None, int]:
                 "input": body,
                 "metadata": {"article": str(pk)},
                 "idempotency_key": f"article-{pk}-label-{digest(body)}",
-                "callback": tasks.label_ready.s(article_id=pk),
+                "callback": callbacks.label_ready.s(article_id=pk),
             }
             for pk, body in articles
         ),
         name="classify-articles",
-        on_complete=tasks.classification_done.name,
+        on_complete=callbacks.classification_done.name,
         instructions=CLASSIFY_INSTRUCTIONS,
         schema=LABEL_SCHEMA,
         schema_name="article_section",
