@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,10 +156,18 @@ def assert_no_secrets(body: str) -> None:
     assert BROKER_PASSWORD not in body
 
 
+@dataclass
+class FlowerStack:
+    stack: Stack
+    #: The worker's node name prefix: every stack's worker is "celery@<host>" otherwise, and
+    #: Flower merges the inspect replies of same-named workers on the broker into one.
+    node: str
+
+
 @pytest.fixture(scope="module")
-def stack(
+def flower_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, emulator: str
-) -> Stack:
+) -> FlowerStack:
     """A worker on the real Redis, reached with a password (Redis's default user takes any)."""
     redis_url: str = request.getfixturevalue("redis_server")
     broker_url = redis_url.replace("redis://", f"redis://default:{BROKER_PASSWORD}@", 1) + "/0"
@@ -168,7 +177,17 @@ def stack(
         "FLEXPIPE_FLOWER_USER": FLOWER_USER,
         "FLEXPIPE_FLOWER_PASSWORD": FLOWER_PASSWORD,
     }
-    return make_stack(request, tmp_path_factory, "services", emulator, extra_env)
+    node = f"flower-test-{uuid.uuid4().hex[:8]}"
+    with pytest.MonkeyPatch.context() as patch:
+        # `celery worker -n`, read from the environment by the worker that make_stack starts.
+        patch.setenv("CELERY_WORKER_HOSTNAME", f"{node}@%h")
+        stack = make_stack(request, tmp_path_factory, "services", emulator, extra_env)
+    return FlowerStack(stack, node)
+
+
+@pytest.fixture(scope="module")
+def stack(flower_stack: FlowerStack) -> Stack:
+    return flower_stack.stack
 
 
 @pytest.fixture(scope="module")
@@ -245,24 +264,28 @@ def test_password_is_not_in_the_process_arguments(flower: Flower) -> None:
     assert not any(FLOWER_PASSWORD in arg for arg in argv)
 
 
-def our_worker(stack: Stack, workers: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """The stack's worker among Flower's workers: the one consuming the stack's queue."""
+def our_worker(node: str, workers: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The stack's worker among Flower's workers, once every inspect reply is in."""
     for name, info in workers.items():
-        queues = {queue["name"] for queue in info.get("active_queues") or []}
-        if stack.env["FLEXPIPE_QUEUE"] in queues and "conf" in info and "registered" in info:
+        if name.startswith(f"{node}@") and {"active_queues", "conf", "registered"} <= set(info):
             return name, info
     return None
 
 
 @pytest.mark.integration
 def test_workers_are_listed_with_credentials_and_their_conf_hides_secrets(
-    stack: Stack, flower: Flower
+    flower_stack: FlowerStack, flower: Flower
 ) -> None:
     name, info = wait_for(
         flower,
         "the stack's worker is not in /api/workers",
-        lambda: our_worker(stack, flower.get_json("/api/workers?refresh=1")),
+        lambda: our_worker(flower_stack.node, flower.get_json("/api/workers?refresh=1")),
     )
+    queues = {queue["name"] for queue in info["active_queues"]}
+    assert queues == {
+        flower_stack.stack.env["FLEXPIPE_QUEUE"],
+        flower_stack.stack.env["FLEXPIPE_POLL_QUEUE"],
+    }
     assert {"flexpipe.submit", "flexpipe.poll", "flexpipe.sweep"} <= set(info["registered"])
     assert info["conf"]["broker_url"] == "redis://default:********@127.0.0.1:6379/0"
     assert "password" not in info["stats"]["broker"]
@@ -272,10 +295,12 @@ def test_workers_are_listed_with_credentials_and_their_conf_hides_secrets(
 
 
 @pytest.mark.integration
-def test_tasks_show_flexpipe_names_and_job_ids_only(stack: Stack, flower: Flower) -> None:
+def test_tasks_show_flexpipe_names_and_job_ids_only(
+    flower_stack: FlowerStack, flower: Flower
+) -> None:
     from tasks import api
 
-    stack.activate()
+    flower_stack.stack.activate()
     job_id = api.enqueue(
         DOC, instructions="Summarise in one sentence.", callback="tests.record_callback"
     )
@@ -283,7 +308,7 @@ def test_tasks_show_flexpipe_names_and_job_ids_only(stack: Stack, flower: Flower
 
     def finished_tasks_of_job() -> dict[str, dict[str, Any]]:
         tasks = flower.get_json("/api/tasks")
-        ours = {uuid: task for uuid, task in tasks.items() if job_id in (task["args"] or "")}
+        ours = {key: task for key, task in tasks.items() if job_id in (task["args"] or "")}
         names = {task["name"] for task in ours.values() if task["state"] == "SUCCESS"}
         wanted = {"flexpipe.submit", "flexpipe.poll", "tests.record_callback"}
         return ours if wanted <= names else {}
@@ -296,6 +321,8 @@ def test_tasks_show_flexpipe_names_and_job_ids_only(stack: Stack, flower: Flower
         assert args[0] == job_id, task
         assert all(isinstance(arg, int) for arg in args[1:]), task  # poll seq, failure count
         assert ast.literal_eval(task["kwargs"]) == {}, task
+        if task.get("worker"):
+            assert task["worker"].startswith(f"{flower_stack.node}@"), task
     status, body = flower.get("/api/tasks")
     assert status == 200
     assert_no_secrets(body)
