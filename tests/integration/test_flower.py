@@ -38,6 +38,8 @@ DOC = (
     "The lighthouse keeper logged three ships on Friday night. "
     "Fog rolled in after midnight and the horn sounded until dawn."
 )
+#: How the tests start Flower: ``flexpipe flower`` on a free port (compose runs the same).
+FLOWER_ARGS = ["flower", "--port", "0"]
 STARTUP_TIMEOUT = 30.0
 EVENT_TIMEOUT = 30.0
 
@@ -47,9 +49,14 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def flower_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """Settings read afresh from the environment; ``os.execvpe`` may not replace pytest."""
+def flower_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[pytest.MonkeyPatch]:
+    """Settings read afresh from the environment (and no .env file); ``os.execvpe`` may not
+    replace pytest."""
     from config.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)
 
     def no_exec(*args: Any) -> None:
         raise AssertionError("flexpipe flower tried to start Flower")
@@ -198,7 +205,7 @@ def flower(stack: Stack) -> Iterator[Flower]:
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tasks.cli", "flower", "--port", "0"],
+            [sys.executable, "-m", "tasks.cli", *FLOWER_ARGS],
             cwd=ROOT,
             env=env,
             stdout=log,
