@@ -68,8 +68,8 @@ def configure(celery_app: Celery, settings: Settings) -> Celery:
         beat_schedule={
             "flexpipe-sweep": {
                 "task": "flexpipe.sweep",
-                "schedule": settings.sweep_interval * settings.time_scale,
-                "options": {"expires": max(1.0, settings.sweep_interval * settings.time_scale)},
+                "schedule": settings.sweep_interval,
+                "options": {"expires": settings.sweep_interval},
             }
         },
         include=["tasks.steps", "tasks.sweeper", *settings.import_list],
@@ -77,4 +77,6 @@ def configure(celery_app: Celery, settings: Settings) -> Celery:
     return celery_app
 
 
-app = configure(Celery("flexpipe"), get_settings())
+#: Not made the current app: a Django or Flask app that imports flexpipe keeps its own
+#: app for ``@shared_task`` (the worker makes this one current when it starts).
+app = configure(Celery("flexpipe", set_as_current=False), get_settings())

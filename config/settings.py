@@ -71,11 +71,12 @@ class Settings(BaseSettings):
     max_not_found: int = Field(5, ge=1)
     submit_lease: float = Field(120.0, gt=0)
 
-    # Sweeper (beat)
-    sweep_interval: float = Field(10.0, gt=0)
-    poll_overdue_after: float = Field(120.0, gt=0)
-    submit_stale_after: float = Field(300.0, gt=0)
-    callback_overdue_after: float = Field(60.0, gt=0)
+    # Sweeper (beat). These are about the infrastructure (how late a message may be when
+    # queues are backed up), not the provider, so time_scale does not apply to them.
+    sweep_interval: float = Field(5.0, gt=0)
+    poll_overdue_after: float = Field(60.0, gt=0)
+    submit_stale_after: float = Field(120.0, gt=0)
+    callback_overdue_after: float = Field(30.0, gt=0)
 
     # Deadlines per tier (seconds after enqueue; flex: the provider's 1 h window + slack)
     deadline_flex: float = Field(4500.0, gt=0)
@@ -142,7 +143,7 @@ class Settings(BaseSettings):
                 time_scale=scale,
             ),
             park_after=self.park_after * scale,
-            submit_lease=self.submit_lease * scale,
+            submit_lease=self.submit_lease,
             max_not_found=self.max_not_found,
             learn_latency=self.learn_latency,
         )

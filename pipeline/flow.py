@@ -25,7 +25,7 @@ from pipeline.client import FlexClient, ProviderResponse
 from pipeline.models import Job
 from pipeline.policy import LatencyEstimate, PollPolicy, RetryPolicy
 from pipeline.states import JobStatus, from_provider
-from pipeline.store import Outcome, Store
+from pipeline.store import Finished, Outcome, Store
 
 log = logging.getLogger("flexpipe.flow")
 
@@ -48,6 +48,9 @@ class Next:
     parked: bool = False
     failures: int = 0
     callback: dict[str, Any] | None = None
+    #: Set when this step finished the last job of a bulk: send ``bulk_callback(bulk_id)``.
+    bulk_id: str | None = None
+    bulk_callback: dict[str, Any] | None = None
     reason: str = ""
 
 
@@ -266,18 +269,24 @@ class Flow:
         outcome = outcome_from(job, response)
         if counted_poll:
             self.store.count_poll(job.id)
-        won = self.store.finish(job.id, outcome)
-        if not won:
-            return Next("stop", reason="already stored")
-        return Next("done", callback=job.callback)
+        return self._done(job, self.store.finish(job.id, outcome))
 
     def _finish_failed(self, job: Job, status: JobStatus, code: str, message: str) -> Next:
         outcome = Outcome(
             status=status, response_id=job.response_id, error_code=code, error_message=message
         )
-        if not self.store.finish(job.id, outcome):
+        return self._done(job, self.store.finish(job.id, outcome), reason=code)
+
+    @staticmethod
+    def _done(job: Job, finished: Finished | None, reason: str = "") -> Next:
+        if finished is None:
             return Next("stop", reason="already finished")
-        return Next("done", callback=job.callback, reason=code)
+        if finished.bulk_finished:
+            return Next(
+                "done", callback=job.callback, bulk_id=finished.bulk_id,
+                bulk_callback=finished.bulk_on_complete, reason=reason,
+            )
+        return Next("done", callback=job.callback, reason=reason)
 
 
 def outcome_from(job: Job, response: ProviderResponse) -> Outcome:

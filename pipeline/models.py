@@ -104,6 +104,8 @@ def build_request(
     if len(model) > 256:
         raise ValidationError("model", "longer than 256 characters")
 
+    if instructions is not None and not isinstance(instructions, str):
+        raise ValidationError("instructions", "must be a string")
     if input is not None and messages is not None:
         raise ValidationError("input", "give either input or messages, not both")
     if messages is not None:
@@ -115,8 +117,6 @@ def build_request(
     if size > max_input_chars:
         raise ValidationError("input", f"{size} characters is over the limit of {max_input_chars}")
 
-    if instructions is not None and not isinstance(instructions, str):
-        raise ValidationError("instructions", "must be a string")
     if max_output_tokens is not None and (
         isinstance(max_output_tokens, bool)
         or not isinstance(max_output_tokens, int)
@@ -378,3 +378,26 @@ class JobView:
         if self.job.error_code is None:
             return None
         return f"{self.job.error_code}: {self.job.error_message or ''}".rstrip(": ")
+
+
+@dataclass(frozen=True, slots=True)
+class Bulk:
+    """A bulk job's progress: counters kept in SQL, plus live pending/in-flight counts."""
+
+    id: str
+    name: str | None
+    total: int
+    done: int
+    completed: int
+    failed: int
+    incomplete: int
+    cancelled: int
+    expired: int
+    pending: int
+    in_flight: int
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None

@@ -2,7 +2,9 @@
 
 ``flexpipe_jobs`` is the source of truth for every job's state and schedule;
 ``flexpipe_results`` holds what the provider returned, one row per finished job;
-``flexpipe_attempts`` keeps one row per provider request, so redrives keep history.
+``flexpipe_attempts`` keeps one row per provider request, so redrives keep history;
+``flexpipe_bulks`` counts the finished jobs of a bulk job, in the same transaction that
+finishes each one, so its completion callback fires exactly once.
 """
 
 from __future__ import annotations
@@ -113,4 +115,25 @@ attempts = Table(
     Column("error_message", Text),
     Column("submitted_at", UtcDateTime),
     Column("finished_at", UtcDateTime),
+)
+
+bulks = Table(
+    "flexpipe_bulks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(255)),
+    Column("total", Integer, nullable=False),
+    #: Terminal jobs so far; the bulk is finished when ``done == total``.
+    Column("done", Integer, nullable=False, default=0),
+    Column("completed", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("incomplete", Integer, nullable=False, default=0),
+    Column("cancelled", Integer, nullable=False, default=0),
+    Column("expired", Integer, nullable=False, default=0),
+    Column("on_complete", JSON),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("on_complete_due_at", UtcDateTime),
+    Column("on_complete_sent_at", UtcDateTime),
+    Index("ix_flexpipe_bulks_on_complete_due_at", "on_complete_due_at"),
 )

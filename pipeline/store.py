@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 
 from pipeline.errors import JobNotFound
-from pipeline.models import Job, JobRequest, Result, Usage
-from pipeline.schema import attempts, jobs, metadata, results
+from pipeline.models import Bulk, Job, JobRequest, Result, Usage
+from pipeline.schema import attempts, bulks, jobs, metadata, results
 from pipeline.states import IN_FLIGHT, TERMINAL, JobStatus
 
 _LIVE = [s.value for s in JobStatus if s not in TERMINAL]
@@ -46,6 +46,17 @@ class Outcome:
     incomplete_reason: str | None = None
     provider_created_at: datetime | None = None
     provider_completed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What a winning :meth:`Store.finish` did: the job is terminal, maybe its bulk too."""
+
+    job_id: str
+    bulk_id: str | None = None
+    #: Set when this job was the last of its bulk: the bulk's completion callback.
+    bulk_on_complete: dict[str, Any] | None = None
+    bulk_finished: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +137,131 @@ class Store:
             if rows:
                 conn.execute(jobs.insert(), rows)
         return out
+
+    def add_bulk(
+        self,
+        new_jobs: Sequence[NewJob],
+        *,
+        name: str | None,
+        on_complete: dict[str, Any] | None,
+        chunk: int = 1000,
+    ) -> tuple[str, list[tuple[str, bool]]]:
+        """Insert a bulk job and its items (in chunks of ``chunk`` rows); return the ids.
+
+        Items whose idempotency key already exists are not inserted again and do not count
+        towards the bulk's total.
+        """
+        bulk_id = new_id()
+        now = self.now()
+        out: list[tuple[str, bool]] = []
+        with self.engine.begin() as conn:
+            keys = [j.idempotency_key for j in new_jobs if j.idempotency_key]
+            existing = self._ids_for_keys(conn, keys) if keys else {}
+            rows = []
+            for job in new_jobs:
+                key = job.idempotency_key
+                if key and key in existing:
+                    out.append((existing[key], False))
+                    continue
+                job_id = job.id or new_id()
+                if key:
+                    existing[key] = job_id
+                rows.append(self._job_row(job_id, replace(job, bulk_id=bulk_id), now))
+                out.append((job_id, True))
+            conn.execute(
+                bulks.insert().values(
+                    id=bulk_id,
+                    name=name,
+                    total=len(rows),
+                    done=0,
+                    completed=0,
+                    failed=0,
+                    incomplete=0,
+                    cancelled=0,
+                    expired=0,
+                    on_complete=on_complete,
+                    created_at=now,
+                    finished_at=now if not rows else None,
+                    on_complete_due_at=now if not rows and on_complete else None,
+                )
+            )
+            for start in range(0, len(rows), chunk):
+                conn.execute(jobs.insert(), rows[start : start + chunk])
+        return bulk_id, out
+
+    def get_bulk(self, bulk_id: str) -> Bulk | None:
+        """The bulk's counters, plus how many of its jobs are pending and in flight now.
+
+        One statement, so the counters and the live counts come from one snapshot.
+        """
+
+        def live_count(statuses: list[str]) -> sa.ScalarSelect[int]:
+            return (
+                sa.select(sa.func.count())
+                .select_from(jobs)
+                .where(jobs.c.bulk_id == bulk_id, jobs.c.status.in_(statuses))
+                .scalar_subquery()
+            )
+
+        query = sa.select(
+            bulks,
+            live_count([JobStatus.PENDING.value]).label("pending"),
+            live_count(_IN_FLIGHT).label("in_flight"),
+        ).where(bulks.c.id == bulk_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        return Bulk(
+            id=row["id"],
+            name=row["name"],
+            total=row["total"],
+            done=row["done"],
+            completed=row["completed"],
+            failed=row["failed"],
+            incomplete=row["incomplete"],
+            cancelled=row["cancelled"],
+            expired=row["expired"],
+            pending=row["pending"],
+            in_flight=row["in_flight"],
+            created_at=_aware(row["created_at"]),
+            finished_at=_maybe(row["finished_at"]),
+        )
+
+    def bulk_job_ids(self, bulk_id: str) -> list[str]:
+        with self.engine.connect() as conn:
+            query = sa.select(jobs.c.id).where(jobs.c.bulk_id == bulk_id).order_by(jobs.c.id)
+            return [row.id for row in conn.execute(query)]
+
+    def on_complete_sent(self, bulk_id: str) -> None:
+        now = self.now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                bulks.update()
+                .where(bulks.c.id == bulk_id)
+                .values(on_complete_due_at=None, on_complete_sent_at=now)
+            )
+
+    def take_due_bulk_callbacks(
+        self, *, overdue_after: float, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Finished bulks whose completion callback should have been sent by now."""
+        now = self.now()
+        before = now - timedelta(seconds=overdue_after)
+        query = (
+            sa.select(bulks.c.id, bulks.c.on_complete)
+            .where(bulks.c.on_complete_due_at <= before)
+            .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            rows = [(row.id, row.on_complete) for row in conn.execute(query)]
+            if rows:
+                conn.execute(
+                    bulks.update()
+                    .where(bulks.c.id.in_([r[0] for r in rows]))
+                    .values(on_complete_due_at=now)
+                )
+        return rows
 
     def add_job(self, job: NewJob) -> tuple[str, bool]:
         try:
@@ -341,11 +477,12 @@ class Store:
 
     # -- finish ----------------------------------------------------------------------------
 
-    def finish(self, job_id: str, outcome: Outcome) -> bool:
-        """Store a terminal outcome and the job's status in one transaction.
+    def finish(self, job_id: str, outcome: Outcome) -> Finished | None:
+        """Store a terminal outcome, the job's status and its bulk's counters in one
+        transaction.
 
-        Returns True if this call moved the job to its terminal status; False if it was
-        already terminal (then nothing is written: a second store changes nothing).
+        Returns :class:`Finished` if this call moved the job to its terminal status; None
+        if it was already terminal (then nothing is written: a second store changes nothing).
         """
         if not outcome.status.terminal:
             raise ValueError(f"{outcome.status} is not terminal")
@@ -353,9 +490,9 @@ class Store:
         usage = outcome.usage or Usage()
         with self.engine.begin() as conn:
             row = conn.execute(
-                sa.select(jobs.c.callback, jobs.c.submitted_at, jobs.c.attempt).where(
-                    jobs.c.id == job_id
-                )
+                sa.select(
+                    jobs.c.callback, jobs.c.submitted_at, jobs.c.attempt, jobs.c.bulk_id
+                ).where(jobs.c.id == job_id)
             ).first()
             if row is None:
                 raise JobNotFound(f"no job with id {job_id!r}")
@@ -375,7 +512,7 @@ class Store:
                 )
             ).rowcount
             if not updated:
-                return False
+                return None
             latency = None
             if outcome.provider_completed_at and row.submitted_at:
                 submitted = _aware(row.submitted_at)
@@ -414,7 +551,40 @@ class Store:
                     finished_at=now,
                 )
             )
-        return True
+            if row.bulk_id is None:
+                return Finished(job_id)
+            return self._count_in_bulk(conn, job_id, row.bulk_id, outcome.status, now)
+
+    @staticmethod
+    def _count_in_bulk(
+        conn: sa.Connection, job_id: str, bulk_id: str, status: JobStatus, now: datetime
+    ) -> Finished:
+        counter = bulks.c[status.value]
+        conn.execute(
+            bulks.update()
+            .where(bulks.c.id == bulk_id)
+            .values({bulks.c.done: bulks.c.done + 1, counter: counter + 1})
+        )
+        # Whichever job brings ``done`` to ``total`` finishes the bulk: exactly one does,
+        # because the row lock orders the increments.
+        finished = conn.execute(
+            bulks.update()
+            .where(
+                bulks.c.id == bulk_id,
+                bulks.c.done >= bulks.c.total,
+                bulks.c.finished_at.is_(None),
+            )
+            .values(
+                finished_at=now,
+                on_complete_due_at=sa.case((bulks.c.on_complete.is_(None), None), else_=now),
+            )
+        ).rowcount
+        if not finished:
+            return Finished(job_id, bulk_id)
+        on_complete = conn.execute(
+            sa.select(bulks.c.on_complete).where(bulks.c.id == bulk_id)
+        ).scalar_one()
+        return Finished(job_id, bulk_id, bulk_on_complete=on_complete, bulk_finished=True)
 
     def callback_sent(self, job_id: str) -> None:
         now = self.now()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["cancel", "enqueue", "get", "wait"]
+__all__ = ["cancel", "enqueue", "enqueue_many", "get", "get_bulk", "wait"]
 
 
 def __getattr__(name: str) -> Any:

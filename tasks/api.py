@@ -10,13 +10,13 @@ import importlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from config.celery import app
 from pipeline.errors import JobNotFound, ValidationError
-from pipeline.models import JobView, build_request, resolve_deadline
+from pipeline.models import Bulk, JobView, build_request, resolve_deadline
 from pipeline.store import NewJob
 from tasks.runtime import runtime
 
@@ -50,6 +50,48 @@ def enqueue(
     timedelta or seconds) defaults per tier. Raises :class:`ValidationError` naming the
     field; nothing is written or sent then.
     """
+    job = prepare(
+        input,
+        messages=messages,
+        model=model,
+        instructions=instructions,
+        max_output_tokens=max_output_tokens,
+        temperature=temperature,
+        schema=schema,
+        schema_name=schema_name,
+        metadata=metadata,
+        idempotency_key=idempotency_key,
+        callback=callback,
+        deadline=deadline,
+        service_tier=service_tier,
+        mode=mode,
+        escalate=escalate,
+    )
+    job_id, created = runtime().store.add_job(job)
+    if created:
+        publish_submit(job_id)
+    return job_id
+
+
+def prepare(
+    input: str | Sequence[Mapping[str, Any]] | None = None,
+    *,
+    messages: Sequence[Mapping[str, Any]] | None = None,
+    model: str | None = None,
+    instructions: str | None = None,
+    max_output_tokens: int | None = None,
+    temperature: float | None = None,
+    schema: Mapping[str, Any] | None = None,
+    schema_name: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    callback: str | Mapping[str, Any] | None = None,
+    deadline: datetime | timedelta | float | None = None,
+    service_tier: str | None = None,
+    mode: str = "background",
+    escalate: bool = False,
+) -> NewJob:
+    """Validate one request and apply the settings' defaults; write nothing."""
     rt = runtime()
     settings = rt.settings
     tier = service_tier or settings.service_tier
@@ -76,17 +118,66 @@ def enqueue(
         deadline if deadline is not None else settings.deadline_for(tier) * settings.time_scale,
         now,
     )
-    job = NewJob(
+    return NewJob(
         request=request,
         idempotency_key=idempotency_key,
         callback=resolve_callback(callback),
         deadline_at=deadline_at,
         escalate=bool(escalate),
     )
-    job_id, created = rt.store.add_job(job)
-    if created:
-        publish_submit(job_id)
-    return job_id
+
+
+def enqueue_many(
+    requests: Iterable[str | Mapping[str, Any]],
+    *,
+    name: str | None = None,
+    on_complete: str | Mapping[str, Any] | None = None,
+    **defaults: Any,
+) -> str:
+    """Enqueue many jobs as one bulk job; return the bulk id.
+
+    Each request is an input string or a dict of :func:`enqueue` arguments; ``defaults``
+    (any :func:`enqueue` argument) apply to every item. ``on_complete`` (a task name or
+    signature) is sent with the bulk id exactly once, when the last item ends, whatever
+    order they end in. Every item is validated before anything is written: a bad one
+    raises :class:`ValidationError` naming it (``requests[3].model: ...``).
+    """
+    jobs = []
+    for position, item in enumerate(requests):
+        kwargs = {**defaults, **({"input": item} if isinstance(item, str) else dict(item))}
+        try:
+            jobs.append(prepare(**kwargs))
+        except ValidationError as exc:
+            raise ValidationError(f"requests[{position}].{exc.field}", exc.reason) from None
+        except TypeError as exc:
+            raise ValidationError(f"requests[{position}]", str(exc)) from None
+    rt = runtime()
+    bulk_id, pairs = rt.store.add_bulk(jobs, name=name, on_complete=resolve_callback(on_complete))
+    publish_submits([job_id for job_id, created in pairs if created])
+    return bulk_id
+
+
+def get_bulk(bulk_id: str) -> Bulk:
+    """A bulk job's progress. Raises :class:`JobNotFound` for an unknown id."""
+    bulk = runtime().store.get_bulk(bulk_id)
+    if bulk is None:
+        raise JobNotFound(f"no bulk job with id {bulk_id!r}")
+    return bulk
+
+
+def publish_submits(job_ids: Sequence[str], chunk: int = 50) -> None:
+    """Publish submits for many jobs, ``chunk`` ids per message."""
+    from tasks.steps import submit_many
+
+    try:
+        for start in range(0, len(job_ids), chunk):
+            submit_many.apply_async((list(job_ids[start : start + chunk]),))
+    except Exception as exc:  # the rows are safe; the sweeper submits what was not sent
+        log.warning(
+            "%d jobs stored; broker unavailable (%s), the sweeper will submit them",
+            len(job_ids),
+            exc,
+        )
 
 
 def publish_submit(job_id: str) -> None:
@@ -167,4 +258,4 @@ def cancel(job_id: str) -> JobView:
     return get(job_id)
 
 
-__all__ = ["JobNotFound", "cancel", "enqueue", "get", "wait"]
+__all__ = ["JobNotFound", "cancel", "enqueue", "enqueue_many", "get", "get_bulk", "wait"]

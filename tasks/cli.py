@@ -225,18 +225,11 @@ def worker_command(
     from config.settings import get_settings
 
     settings = get_settings()
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config.celery",
-        "worker",
-        "-Q",
-        f"{settings.queue},{settings.poll_queue}",
-        "-l",
-        loglevel,
-    ]
+    queues = [settings.queue, settings.poll_queue]
+    if settings.import_list and settings.callback_queue not in queues:
+        queues.append(settings.callback_queue)  # the imported modules hold callback tasks
+    argv = [sys.executable, "-m", "celery", "-A", "config.celery", "worker"]
+    argv += ["-Q", ",".join(queues), "-l", loglevel]
     if concurrency or settings.worker_concurrency:
         argv += ["-c", str(concurrency or settings.worker_concurrency)]
     if beat:
@@ -271,6 +264,67 @@ def beat(loglevel: str) -> None:
     )
 
 
+@cli.command()
+@click.option("--port", default=5555, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to bind (0.0.0.0 in a container).",
+)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Run without basic auth (Flower's API then answers 401 to everyone).",
+)
+def flower(port: int, address: str, no_auth: bool) -> None:
+    """Run Flower, Celery's dashboard, with basic auth from FLEXPIPE_FLOWER_USER/_PASSWORD.
+
+    Other Flower options come from FLOWER_* environment variables (e.g. FLOWER_URL_PREFIX).
+    """
+    env = flower_environment(no_auth=no_auth)
+    os.execvpe(sys.executable, flower_command(port=port, address=address), env)
+
+
+def flower_command(*, port: int = 5555, address: str = "127.0.0.1") -> list[str]:
+    """The argv of a Flower process. Credentials travel in its environment, not in ``ps``."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config.celery",
+        "flower",
+        f"--port={port}",
+        f"--address={address}",
+    ]
+
+
+def flower_environment(*, no_auth: bool = False) -> dict[str, str]:
+    """This process's environment plus ``FLOWER_BASIC_AUTH`` from the settings.
+
+    Without a password it fails unless ``no_auth``; an inherited ``FLOWER_BASIC_AUTH`` is
+    never used, so the settings are the only source of credentials.
+    """
+    from config.settings import get_settings
+
+    settings = get_settings()
+    env = {key: value for key, value in os.environ.items() if key != "FLOWER_BASIC_AUTH"}
+    if no_auth:
+        return env
+    user = settings.flower_user
+    password = settings.flower_password.get_secret_value() if settings.flower_password else ""
+    if not password:
+        fail("Flower needs FLEXPIPE_FLOWER_PASSWORD (or --no-auth)")
+    # Flower splits FLOWER_BASIC_AUTH on commas; HTTP basic auth forbids ':' in user names.
+    if not user or ":" in user or "," in user:
+        fail("FLEXPIPE_FLOWER_USER must be non-empty, without ':' or ','")
+    if "," in password:
+        fail("FLEXPIPE_FLOWER_PASSWORD must not contain ','")
+    env["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
+    return env
+
+
 @cli.group()
 def db() -> None:
     """Database schema commands."""
@@ -303,6 +357,97 @@ def demo(keep: bool) -> None:
     if not keep:
         shutil.rmtree(Path(".flexpipe/demo"), ignore_errors=True)
     sys.exit(run_demo(Path(".flexpipe/demo")))
+
+
+@cli.group()
+def bulk() -> None:
+    """Bulk jobs: progress and waiting."""
+
+
+@bulk.command("status")
+@click.argument("bulk_id")
+def bulk_status(bulk_id: str) -> None:
+    """Show a bulk job's counters."""
+    from tasks import api
+
+    b = api.get_bulk(bulk_id)
+    table = Table(
+        "bulk",
+        "name",
+        "total",
+        "pending",
+        "in flight",
+        "completed",
+        "failed",
+        "incomplete",
+        "cancelled",
+        "expired",
+        "finished",
+    )
+    table.add_row(
+        b.id,
+        b.name or "-",
+        str(b.total),
+        str(b.pending),
+        str(b.in_flight),
+        str(b.completed),
+        str(b.failed),
+        str(b.incomplete),
+        str(b.cancelled),
+        str(b.expired),
+        _ts(b.finished_at),
+    )
+    console.print(table)
+
+
+@bulk.command("wait")
+@click.argument("bulk_id")
+@click.option("--timeout", default=3600.0, show_default=True, help="Give up after this long.")
+def bulk_wait(bulk_id: str, timeout: float) -> None:
+    """Wait for a bulk job with a live progress bar and an ETA."""
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from tasks import api
+
+    b = api.get_bulk(bulk_id)
+    end = time.monotonic() + timeout
+    columns = (
+        TextColumn(f"[bold]{b.name or bulk_id[:8]}[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("bulk", total=b.total, detail="")
+        while True:
+            b = api.get_bulk(bulk_id)
+            detail = (
+                f"pending {b.pending}  in flight {b.in_flight}  "
+                f"failed {b.failed + b.expired + b.cancelled}"
+            )
+            progress.update(task, completed=b.done, detail=detail)
+            if b.finished:
+                break
+            if time.monotonic() > end:
+                fail(f"bulk {bulk_id} is not finished after {timeout:g}s ({b.done}/{b.total})")
+            time.sleep(0.5)
+    console.print(
+        f"{b.completed} completed, {b.failed} failed, {b.incomplete} incomplete, "
+        f"{b.cancelled} cancelled, {b.expired} expired",
+        highlight=False,
+    )
 
 
 def _ts(value: Any) -> str:

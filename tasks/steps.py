@@ -25,6 +25,19 @@ def submit(self: Task, job_id: str, failures: int = 0) -> str:
     return follow(job_id, step)
 
 
+@app.task(name="flexpipe.submit_many")
+def submit_many(job_ids: list[str]) -> str:
+    """Submit a chunk of a bulk job; each job then runs its own poll chain."""
+    flow = runtime().flow
+    for job_id in job_ids:
+        step = flow.submit(job_id)
+        if step.kind == "retry":
+            submit.apply_async((job_id, step.failures), countdown=step.delay)
+        else:
+            follow(job_id, step)
+    return f"{len(job_ids)} submitted"
+
+
 @app.task(name="flexpipe.poll")
 def poll(job_id: str, seq: int, failures: int = 0) -> str:
     """Read a job's status once; store it if terminal, else schedule the next poll."""
@@ -66,6 +79,13 @@ def follow(job_id: str, step: Next) -> str:
                 send_callback(job_id, step.callback)
             except Exception:  # the outcome is stored; the sweeper re-sends due callbacks
                 log.exception("job %s: callback not sent yet; the sweeper will retry", job_id)
+        if step.bulk_id and step.bulk_callback:
+            try:
+                send_bulk_callback(step.bulk_id, step.bulk_callback)
+            except Exception:
+                log.exception(
+                    "bulk %s: callback not sent yet; the sweeper will retry", step.bulk_id
+                )
         return "done"
     log.debug("job %s: nothing to do (%s)", job_id, step.reason)
     return f"stop: {step.reason}"
@@ -73,8 +93,18 @@ def follow(job_id: str, step: Next) -> str:
 
 def send_callback(job_id: str, callback: dict[str, Any]) -> None:
     """Send the app's callback task with the job id as its first argument."""
+    _send(callback, job_id)
+    runtime().store.callback_sent(job_id)
+
+
+def send_bulk_callback(bulk_id: str, callback: dict[str, Any]) -> None:
+    """Send a bulk job's completion callback with the bulk id as its first argument."""
+    _send(callback, bulk_id)
+    runtime().store.on_complete_sent(bulk_id)
+
+
+def _send(callback: dict[str, Any], first_arg: str) -> None:
     signature = app.signature(callback)
     if not (signature.options or {}).get("queue"):
         signature.set(queue=runtime().settings.callback_queue)
-    signature.apply_async(args=(job_id,))
-    runtime().store.callback_sent(job_id)
+    signature.apply_async(args=(first_arg,))

@@ -11,7 +11,7 @@ import logging
 
 from config.celery import app
 from tasks.runtime import runtime
-from tasks.steps import poll, send_callback, submit
+from tasks.steps import follow, poll, send_bulk_callback, send_callback, submit
 
 log = logging.getLogger("flexpipe.sweeper")
 BATCH = 1000
@@ -22,18 +22,16 @@ def sweep() -> dict[str, int]:
     """One sweep; returns counts of what it did."""
     rt = runtime()
     settings, store, flow = rt.settings, rt.store, rt.flow
-    scale = settings.time_scale
-    counts = {"polls": 0, "submits": 0, "expired": 0, "callbacks": 0}
+    counts = {"polls": 0, "submits": 0, "expired": 0, "callbacks": 0, "bulk_callbacks": 0}
 
-    interval = settings.sweep_interval * scale
     for job_id, seq, delay in store.take_due_polls(
-        overdue_after=settings.poll_overdue_after * scale, horizon=interval, limit=BATCH
+        overdue_after=settings.poll_overdue_after, horizon=settings.sweep_interval, limit=BATCH
     ):
         poll.apply_async((job_id, seq, 0), countdown=delay)
         counts["polls"] += 1
 
     for job_id in store.take_stale_pending(
-        stale_after=settings.submit_stale_after * scale, limit=BATCH
+        stale_after=settings.submit_stale_after, limit=BATCH
     ):
         submit.apply_async((job_id, 0))
         counts["submits"] += 1
@@ -42,14 +40,19 @@ def sweep() -> dict[str, int]:
         step = flow.expire(job.id)
         if step.kind == "done":
             counts["expired"] += 1
-            if step.callback:
-                send_callback(job.id, step.callback)
+            follow(job.id, step)
 
     for job_id, callback in store.take_due_callbacks(
-        overdue_after=settings.callback_overdue_after * scale, limit=BATCH
+        overdue_after=settings.callback_overdue_after, limit=BATCH
     ):
         send_callback(job_id, callback)
         counts["callbacks"] += 1
+
+    for bulk_id, callback in store.take_due_bulk_callbacks(
+        overdue_after=settings.callback_overdue_after, limit=BATCH
+    ):
+        send_bulk_callback(bulk_id, callback)
+        counts["bulk_callbacks"] += 1
 
     if any(counts.values()):
         log.info("sweep: %s", counts)

@@ -49,6 +49,12 @@ class Stack:
             "FLEXPIPE_CALLBACK_QUEUE": f"flexpipe-{suffix}",
             "FLEXPIPE_IMPORTS": "tests.integration.callbacks",
             "FLEXPIPE_LEARN_LATENCY": "false",
+            # Jobs queue at the emulator far longer than the scaled default deadline allows.
+            "FLEXPIPE_DEADLINE_FLEX": "360000",
+            "FLEXPIPE_SWEEP_INTERVAL": "0.5",
+            "FLEXPIPE_POLL_OVERDUE_AFTER": "10",
+            "FLEXPIPE_SUBMIT_STALE_AFTER": "10",
+            "FLEXPIPE_CALLBACK_OVERDUE_AFTER": "3",
             **(extra_env or {}),
         }
         self.worker: subprocess.Popen[bytes] | None = None

@@ -95,8 +95,8 @@ def test_poll_chain_fencing(store: Store) -> None:
 def test_finish_is_idempotent(store: Store) -> None:
     job_id, _ = store.add_job(_job(callback={"task": "cb"}))
     outcome = Outcome(status=JobStatus.COMPLETED, response_id="r", output_text="done")
-    assert store.finish(job_id, outcome) is True
-    assert store.finish(job_id, Outcome(status=JobStatus.FAILED, error_code="x")) is False
+    assert store.finish(job_id, outcome)
+    assert store.finish(job_id, Outcome(status=JobStatus.FAILED, error_code="x")) is None
     job = store.require_job(job_id)
     result = store.get_result(job_id)
     assert job.status is JobStatus.COMPLETED
@@ -172,3 +172,45 @@ def test_due_callbacks(tmp_path) -> None:
     now[0] += timedelta(seconds=60)
     assert store.take_due_callbacks(overdue_after=5, limit=5) == []
     store.dispose()
+
+
+def test_bulk_finishes_exactly_once_whatever_the_order(store: Store) -> None:
+    import random
+
+    items = [_job() for _ in range(7)] + [_job("dup"), _job("dup")]
+    bulk_id, pairs = store.add_bulk(items, name="nightly", on_complete={"task": "done"})
+    ids = [job_id for job_id, created in pairs if created]
+    assert len(ids) == 8  # the repeated key is one job
+    statuses = [JobStatus.COMPLETED] * 5 + [
+        JobStatus.FAILED,
+        JobStatus.INCOMPLETE,
+        JobStatus.EXPIRED,
+    ]
+    order = list(zip(ids, statuses, strict=True))
+    random.Random(5).shuffle(order)
+    finished = [store.finish(job_id, Outcome(status=status)) for job_id, status in order]
+    assert [f.bulk_finished for f in finished if f] == [False] * 7 + [True]
+    assert finished[-1] is not None and finished[-1].bulk_on_complete == {"task": "done"}
+    bulk = store.get_bulk(bulk_id)
+    assert bulk is not None and bulk.finished
+    assert (
+        bulk.total,
+        bulk.done,
+        bulk.completed,
+        bulk.failed,
+        bulk.incomplete,
+        bulk.expired,
+        bulk.pending,
+        bulk.in_flight,
+    ) == (8, 8, 5, 1, 1, 1, 0, 0)
+    assert sorted(store.bulk_job_ids(bulk_id)) == sorted(ids)
+    # A second finish of any job changes nothing.
+    assert store.finish(ids[0], Outcome(status=JobStatus.COMPLETED)) is None
+    assert store.get_bulk(bulk_id).done == 8
+
+
+def test_empty_bulk_is_finished_at_once(store: Store) -> None:
+    bulk_id, pairs = store.add_bulk([], name=None, on_complete=None)
+    assert pairs == []
+    bulk = store.get_bulk(bulk_id)
+    assert bulk is not None and bulk.finished and bulk.total == 0
