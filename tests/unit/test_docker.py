@@ -395,6 +395,25 @@ def test_env_example_values_are_valid_settings(
     assert not settings.embedded_broker
 
 
+#: Commented-out lines in .env.example that show an example, not the default.
+ENV_EXAMPLES = {
+    "FLEXPIPE_BROKER_URL",
+    "FLEXPIPE_DATABASE_URL",
+    "FLEXPIPE_WORKER_CONCURRENCY",
+    "FLEXPIPE_IMPORTS",
+}
+
+
+def test_env_example_shows_the_real_defaults() -> None:
+    from config.settings import Settings
+
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        found = re.match(r"#\s*FLEXPIPE_([A-Z0-9_]+)=(.*)$", line)
+        if found and f"FLEXPIPE_{found.group(1)}" not in ENV_EXAMPLES:
+            default = Settings.model_fields[found.group(1).lower()].default
+            assert type(default)(found.group(2)) == default, f".env.example: {line}"
+
+
 def test_env_example_holds_no_real_secrets() -> None:
     for name, value in env_example_names().items():
         if re.search(r"KEY|PASSWORD|SECRET|TOKEN", name):
