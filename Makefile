@@ -16,9 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/flexpipe demo
 
-## All tests: unit, emulator contract, integration (real Redis + PostgreSQL), faults.
+## All tests: unit, emulator contract, integration (real Redis + PostgreSQL), faults,
+## and the example apps' own suites.
 test: $(STAMP)
 	$(PY) -m pytest
+	$(PY) -m pytest examples/django_app
+	$(PY) -m pytest examples/flask_app
 
 ## Unit tests only (no services).
 test-fast: $(STAMP)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from config.settings import Settings, get_settings
 
@@ -29,6 +29,25 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "polling_interval": 0.05,
         }
     return {"visibility_timeout": settings.visibility_timeout}
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What beat sends: the sweeper, and the scheduled classification job when configured."""
+    schedule: dict[str, dict[str, Any]] = {
+        "flexpipe-sweep": {
+            "task": "flexpipe.sweep",
+            "schedule": settings.sweep_interval,
+            "options": {"expires": settings.sweep_interval},
+        }
+    }
+    if settings.classify_schedule:
+        # Expires after one interval: a run that waited that long is replaced by the next.
+        schedule["flexpipe-classify"] = {
+            "task": "flexpipe.classify_job",
+            "schedule": settings.classify_schedule,
+            "options": {"expires": settings.classify_schedule},
+        }
+    return schedule
 
 
 def configure(celery_app: Celery, settings: Settings) -> Celery:
@@ -65,14 +84,8 @@ def configure(celery_app: Celery, settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
-        beat_schedule={
-            "flexpipe-sweep": {
-                "task": "flexpipe.sweep",
-                "schedule": settings.sweep_interval,
-                "options": {"expires": settings.sweep_interval},
-            }
-        },
-        include=["tasks.steps", "tasks.sweeper", *settings.import_list],
+        beat_schedule=beat_schedule(settings),
+        include=["tasks.steps", "tasks.sweeper", "tasks.schedule", *settings.import_list],
     )
     return celery_app
 
@@ -80,3 +93,15 @@ def configure(celery_app: Celery, settings: Settings) -> Celery:
 #: Not made the current app: a Django or Flask app that imports flexpipe keeps its own
 #: app for ``@shared_task`` (the worker makes this one current when it starts).
 app = configure(Celery("flexpipe", set_as_current=False), get_settings())
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _redact_secrets(logger: Any = None, **_: Any) -> None:
+    from config import logs
+
+    settings = get_settings()
+    secrets = [settings.api_key.get_secret_value()]
+    if settings.flower_password is not None:
+        secrets.append(settings.flower_password.get_secret_value())
+    logs.install(secrets, logger)

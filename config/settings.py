@@ -7,6 +7,7 @@ Nothing else in flexpipe reads the environment. Defaults need no server: SQLite 
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +19,7 @@ from pipeline.flow import FlowSettings
 from pipeline.policy import PollPolicy, RetryPolicy
 
 EMULATOR_PORT = 8321
+_DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
 class Settings(BaseSettings):
@@ -69,6 +71,10 @@ class Settings(BaseSettings):
     retry_max_delay: float = Field(60.0, gt=0)
     retry_max_after: float = Field(600.0, gt=0)
     max_not_found: int = Field(5, ge=1)
+    lost_response: Literal["fail", "resubmit"] = "fail"
+    max_attempts: int = Field(3, ge=1)
+    #: New attempts for structured output that does not match its schema (then it fails).
+    invalid_output_retries: int = Field(1, ge=0)
     submit_lease: float = Field(120.0, gt=0)
 
     # Sweeper (beat). These are about the infrastructure (how late a message may be when
@@ -85,6 +91,11 @@ class Settings(BaseSettings):
     # Flower
     flower_user: str = "flexpipe"
     flower_password: SecretStr | None = None
+
+    # Scheduled bulk classification: beat calls this function every N seconds (0: off).
+    classify_schedule: float = Field(0.0, ge=0)
+    #: Dotted path of the job function, e.g. ``myapp.jobs.classify_new_tickets``.
+    classify_job: str = ""
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -103,6 +114,16 @@ class Settings(BaseSettings):
                 )
         if self.poll_min_delay > self.poll_max_delay:
             raise ValueError("FLEXPIPE_POLL_MIN_DELAY must not exceed FLEXPIPE_POLL_MAX_DELAY")
+        if self.classify_schedule and not self.classify_job:
+            raise ValueError(
+                "FLEXPIPE_CLASSIFY_SCHEDULE is set but FLEXPIPE_CLASSIFY_JOB (the dotted path "
+                "of the function to run) is not"
+            )
+        if self.classify_job and not _DOTTED_PATH.fullmatch(self.classify_job):
+            raise ValueError(
+                f"FLEXPIPE_CLASSIFY_JOB {self.classify_job!r} is not a dotted path like "
+                "myapp.jobs.classify_new_tickets"
+            )
         return self
 
     @property
@@ -145,6 +166,10 @@ class Settings(BaseSettings):
             park_after=self.park_after * scale,
             submit_lease=self.submit_lease,
             max_not_found=self.max_not_found,
+            lost_response=self.lost_response,
+            max_attempts=self.max_attempts,
+            invalid_output_retries=self.invalid_output_retries,
+            escalate_deadline=self.deadline_priority * scale,
             learn_latency=self.learn_latency,
         )
 

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
@@ -24,12 +24,15 @@ from pipeline import errors
 from pipeline.client import FlexClient, ProviderResponse
 from pipeline.models import Job
 from pipeline.policy import LatencyEstimate, PollPolicy, RetryPolicy
-from pipeline.states import JobStatus, from_provider
+from pipeline.states import IN_FLIGHT, JobStatus, from_provider
 from pipeline.store import Finished, Outcome, Store
 
 log = logging.getLogger("flexpipe.flow")
 
-Kind = Literal["poll", "retry", "done", "stop"]
+Kind = Literal["poll", "retry", "submit", "done", "stop"]
+
+#: Error code of structured output that does not match the request's schema.
+INVALID_OUTPUT = "invalid_output"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,8 @@ class Next:
     ``poll``: send a poll for fencing number ``seq`` in ``delay`` s, unless ``parked``
     (then the poll waits in SQL and the sweeper sends it when due). ``retry``: run the
     same step again in ``delay`` s. ``done``: the job is terminal; send ``callback`` if
-    set (this step's store won). ``stop``: nothing to do (duplicate, stale or unknown).
+    set (this step's store won). ``submit``: the job is pending again (a new attempt);
+    send a submit now. ``stop``: nothing to do (duplicate, stale or unknown).
     """
 
     kind: Kind
@@ -64,8 +68,20 @@ class FlowSettings:
     park_after: float = 30.0
     #: How long a submit may take before another submit of the same job may try (s).
     submit_lease: float = 120.0
-    #: How many 404s in a row a poll tolerates (read lag) before the job fails.
+    #: How many 404s in a row a poll tolerates (read lag) before the response is lost.
     max_not_found: int = 5
+    #: When the provider forgot a response (e.g. it restarted): "fail" the job, or
+    #: "resubmit" it as a new attempt (a second provider request, billed again).
+    lost_response: Literal["fail", "resubmit"] = "fail"
+    #: Attempts a job may make in all (resubmits of lost responses count).
+    max_attempts: int = 3
+    #: New attempts a job gets when its structured output does not match its schema
+    #: (within ``max_attempts``); after that it fails as ``invalid_output``.
+    invalid_output_retries: int = 1
+    #: With ``escalate=True``, a flex job past its deadline is retried once on this tier,
+    #: with this many seconds more.
+    escalate_to: str = "priority"
+    escalate_deadline: float = 900.0
     #: How often learned latency estimates are re-read from SQL (s).
     estimate_refresh: float = 30.0
     #: Set False to poll on the fixed schedule only.
@@ -164,7 +180,7 @@ class Flow:
                     f"the provider does not know response {job.response_id} "
                     f"({failures + 1} reads in a row answered 404): {exc.message}"
                 )
-                return self._finish_failed(job, JobStatus.FAILED, exc.code, message)
+                return self._lost(job, exc.code, message)
             return self._retry_poll(job, seq, failures, exc)
         except errors.ResponseGone as exc:
             message = (
@@ -187,6 +203,19 @@ class Flow:
         if new_seq is None:
             return Next("stop", reason="stale poll chain")
         return Next("poll", delay=delay, seq=new_seq, parked=parked)
+
+    def _lost(self, job: Job, code: str, message: str) -> Next:
+        """The provider forgot the response: fail, or resubmit as the policy says."""
+        if (
+            self.settings.lost_response == "resubmit"
+            and job.attempt < self.settings.max_attempts
+        ):
+            attempt = self.store.restart(job.id, reason=message, only_from=IN_FLIGHT)
+            if attempt is None:
+                return Next("stop", reason="job changed meanwhile")
+            log.warning("job %s: %s; resubmitting as attempt %d", job.id, message, attempt)
+            return Next("submit", reason=code)
+        return self._finish_failed(job, JobStatus.FAILED, code, message)
 
     def _retry_poll(
         self, job: Job, seq: int, failures: int, exc: errors.RetryableProviderError
@@ -244,15 +273,21 @@ class Flow:
                 note = f"cancelled here; the provider could not cancel it ({exc.message})"
             else:
                 if response.terminal and response.status != "cancelled":
-                    return self._store(job, response)
+                    return self._store(job, response, retry_invalid=False)
                 note = "cancelled at the provider"
         return self._finish_failed(job, JobStatus.CANCELLED, "cancelled", note)
 
     def expire(self, job_id: str) -> Next:
-        """Finish a job whose deadline passed, cancelling it at the provider if possible."""
+        """Finish a job whose deadline passed, cancelling it at the provider if possible.
+
+        A flex job enqueued with ``escalate=True`` is instead retried once on the
+        ``escalate_to`` tier; both response ids stay in its attempts.
+        """
         job = self.store.require_job(job_id)
         if job.terminal:
             return Next("stop", reason=f"job is already {job.status.value}")
+        if job.escalate and job.request.service_tier == "flex":
+            return self._escalate(job)
         note = "the deadline passed before the provider finished"
         if job.response_id is not None:
             try:
@@ -263,13 +298,63 @@ class Flow:
                 note += "; cancelled at the provider"
         return self._finish_failed(job, JobStatus.EXPIRED, "deadline_exceeded", note)
 
+    def _escalate(self, job: Job) -> Next:
+        if job.response_id is not None:
+            try:
+                self.client.cancel(job.response_id)
+            except errors.ProviderError as exc:
+                log.info("job %s: flex response not cancelled (%s)", job.id, exc.message)
+        deadline = self.store.now() + timedelta(seconds=self.settings.escalate_deadline)
+        attempt = self.store.restart(
+            job.id,
+            reason=f"deadline passed on flex; escalated to {self.settings.escalate_to}",
+            tier=self.settings.escalate_to,
+            deadline_at=deadline,
+        )
+        if attempt is None:
+            return Next("stop", reason="job changed meanwhile")
+        return Next("submit", reason="escalated")
+
     # -- store -----------------------------------------------------------------------------
 
-    def _store(self, job: Job, response: ProviderResponse, counted_poll: bool = False) -> Next:
+    def _store(
+        self,
+        job: Job,
+        response: ProviderResponse,
+        counted_poll: bool = False,
+        *,
+        retry_invalid: bool = True,
+    ) -> Next:
         outcome = outcome_from(job, response)
         if counted_poll:
             self.store.count_poll(job.id)
+        if retry_invalid and outcome.error_code == INVALID_OUTPUT and self._may_retry(job):
+            return self._retry_invalid(job, outcome.error_message or "")
         return self._done(job, self.store.finish(job.id, outcome))
+
+    def _may_retry(self, job: Job) -> bool:
+        """Whether invalid output may be asked for again: earlier invalid-output attempts
+        are counted from the job's attempts (their reason starts with the code)."""
+        retries = self.settings.invalid_output_retries
+        if retries <= 0 or job.attempt >= self.settings.max_attempts:
+            return False
+        marker = f"{INVALID_OUTPUT}:"
+        earlier = sum(
+            1
+            for row in self.store.attempts(job.id)
+            if row["attempt"] < job.attempt and str(row["error_message"] or "").startswith(marker)
+        )
+        return earlier < retries
+
+    def _retry_invalid(self, job: Job, problem: str) -> Next:
+        """Keep the invalid answer's attempt in the history and ask the provider again."""
+        attempt = self.store.restart(
+            job.id, reason=f"{INVALID_OUTPUT}: {problem}", only_from=IN_FLIGHT
+        )
+        if attempt is None:
+            return Next("stop", reason="job changed meanwhile")
+        log.info("job %s: %s; asking again as attempt %d", job.id, problem, attempt)
+        return Next("submit", reason=INVALID_OUTPUT)
 
     def _finish_failed(self, job: Job, status: JobStatus, code: str, message: str) -> Next:
         outcome = Outcome(
@@ -299,7 +384,7 @@ def outcome_from(job: Job, response: ProviderResponse) -> Outcome:
         parsed, problem = parse_structured(response.output_text, job.request.schema)
         if problem is not None:
             status = JobStatus.FAILED
-            error_code, error_message = "invalid_output", problem
+            error_code, error_message = INVALID_OUTPUT, problem
     if status is JobStatus.FAILED and error_code is None:
         error_code, error_message = "provider_failed", "the provider reported failure"
     incomplete_reason = response.incomplete_reason

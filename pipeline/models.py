@@ -311,6 +311,7 @@ class Job:
     error_code: str | None
     error_message: str | None
     bulk_id: str | None = None
+    escalate: bool = False
 
     @property
     def terminal(self) -> bool:

@@ -7,11 +7,14 @@ The same code runs on SQLite (the default) and PostgreSQL.
 
 from __future__ import annotations
 
+import functools
+import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
@@ -21,7 +24,48 @@ from pipeline.models import Bulk, Job, JobRequest, Result, Usage
 from pipeline.schema import attempts, bulks, jobs, metadata, results
 from pipeline.states import IN_FLIGHT, TERMINAL, JobStatus
 
+log = logging.getLogger("flexpipe.store")
+
 _LIVE = [s.value for s in JobStatus if s not in TERMINAL]
+P = ParamSpec("P")
+R = TypeVar("R")
+#: Errors that mean "the database is away or busy" (connection killed, server restarting,
+#: SQLite locked), as opposed to a bug in the statement.
+TRANSIENT_DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
+
+
+def retrying(method: Callable[P, R]) -> Callable[P, R]:
+    """Retry a store write while the database is away (up to ``Store.db_retry_s``).
+
+    Used on the writes that record what the provider already did (its response id, a
+    result): losing them would mean asking the provider again. Every such write is a
+    guarded update, so a retry after a commit whose acknowledgement was lost is harmless.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        store = args[0]
+        assert isinstance(store, Store)
+        deadline = time.monotonic() + store.db_retry_s
+        delay = 0.05
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except TRANSIENT_DB_ERRORS as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "database unavailable in %s (%s); retrying in %.2fs",
+                    method.__name__,
+                    type(exc).__name__,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    return wrapper
+
+
 _IN_FLIGHT = [s.value for s in IN_FLIGHT]
 
 
@@ -91,8 +135,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 class Store:
     """Reads and writes jobs and results; every method is one short transaction."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        db_retry_s: float = 60.0,
+    ) -> None:
         self.engine = engine
+        #: How long writes that record provider-side effects retry a missing database.
+        self.db_retry_s = db_retry_s
         self._clock = clock or (lambda: datetime.now(UTC))
         self._postgres = engine.dialect.name == "postgresql"
 
@@ -233,6 +285,23 @@ class Store:
             query = sa.select(jobs.c.id).where(jobs.c.bulk_id == bulk_id).order_by(jobs.c.id)
             return [row.id for row in conn.execute(query)]
 
+    def bulk_items(self, bulk_id: str) -> list[tuple[Job, Result | None]]:
+        """Every job of a bulk (ordered by id) with its result once it is terminal.
+
+        Jobs are read before results: a job read as terminal has its result stored already
+        (both are written in one transaction).
+        """
+        with self.engine.connect() as conn:
+            job_rows = conn.execute(
+                sa.select(jobs).where(jobs.c.bulk_id == bulk_id).order_by(jobs.c.id)
+            ).mappings()
+            found = [_job(row) for row in job_rows]
+            ids = sa.select(jobs.c.id).where(jobs.c.bulk_id == bulk_id)
+            result_rows = conn.execute(sa.select(results).where(results.c.job_id.in_(ids)))
+            stored = {row["job_id"]: _result(row) for row in result_rows.mappings()}
+        return [(job, stored.get(job.id) if job.terminal else None) for job in found]
+
+    @retrying
     def on_complete_sent(self, bulk_id: str) -> None:
         now = self.now()
         with self.engine.begin() as conn:
@@ -376,6 +445,7 @@ class Store:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
         return _job(row)
 
+    @retrying
     def release_submit(self, job_id: str) -> None:
         """Give the submit lease back after a transient failure (a retry will claim it)."""
         now = self.now()
@@ -386,6 +456,7 @@ class Store:
                 .values(lease_until=None, dispatched_at=now, updated_at=now)
             )
 
+    @retrying
     def record_submitted(
         self,
         job_id: str,
@@ -416,7 +487,13 @@ class Store:
                 )
             ).rowcount
             if not updated:
-                return None
+                # Already recorded (a retry after a commit whose reply was lost)?
+                mine = conn.execute(
+                    sa.select(jobs.c.poll_seq).where(
+                        jobs.c.id == job_id, jobs.c.response_id == response_id
+                    )
+                ).scalar()
+                return None if mine is None else int(mine)
             conn.execute(
                 attempts.insert().values(
                     job_id=job_id,
@@ -434,6 +511,7 @@ class Store:
 
     # -- poll ------------------------------------------------------------------------------
 
+    @retrying
     def schedule_poll(
         self,
         job_id: str,
@@ -469,6 +547,7 @@ class Store:
             ).rowcount
         return seq + 1 if updated else None
 
+    @retrying
     def count_poll(self, job_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(
@@ -477,6 +556,7 @@ class Store:
 
     # -- finish ----------------------------------------------------------------------------
 
+    @retrying
     def finish(self, job_id: str, outcome: Outcome) -> Finished | None:
         """Store a terminal outcome, the job's status and its bulk's counters in one
         transaction.
@@ -586,6 +666,7 @@ class Store:
         ).scalar_one()
         return Finished(job_id, bulk_id, bulk_on_complete=on_complete, bulk_finished=True)
 
+    @retrying
     def callback_sent(self, job_id: str) -> None:
         now = self.now()
         with self.engine.begin() as conn:
@@ -594,6 +675,107 @@ class Store:
                 .where(jobs.c.id == job_id)
                 .values(callback_due_at=None, callback_sent_at=now)
             )
+
+    # -- redrive ---------------------------------------------------------------------------
+
+    @retrying
+    def restart(
+        self,
+        job_id: str,
+        *,
+        reason: str,
+        tier: str | None = None,
+        deadline_at: datetime | None = None,
+        only_from: Iterable[JobStatus] | None = None,
+    ) -> int | None:
+        """Start a new attempt of a job: back to ``pending`` with ``attempt + 1``.
+
+        The current attempt's row in ``flexpipe_attempts`` keeps its response id and gets
+        ``reason``; the job forgets its response id and any live poll chain (the fencing
+        number moves on). ``tier`` changes the service tier (escalation). ``only_from``
+        limits the statuses a job may be restarted from. Returns the new attempt number,
+        or None if the job was not in an allowed status.
+        """
+        now = self.now()
+        allowed = [s.value for s in (only_from or JobStatus)]
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(jobs.c.status, jobs.c.attempt, jobs.c.bulk_id, jobs.c.request).where(
+                    jobs.c.id == job_id
+                )
+            ).first()
+            if row is None:
+                raise JobNotFound(f"no job with id {job_id!r}")
+            values: dict[str, Any] = {
+                "status": JobStatus.PENDING.value,
+                "attempt": row.attempt + 1,
+                "response_id": None,
+                "poll_seq": jobs.c.poll_seq + 1,
+                "next_poll_at": None,
+                "parked": False,
+                "lease_until": None,
+                "dispatched_at": now,
+                "finished_at": None,
+                "error_code": None,
+                "error_message": None,
+                "callback_due_at": None,
+                "updated_at": now,
+            }
+            if tier is not None:
+                values["request"] = {**row.request, "service_tier": tier}
+                values["requested_tier"] = tier
+            if deadline_at is not None:
+                values["deadline_at"] = deadline_at
+            updated = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status.in_(allowed),
+                    jobs.c.attempt == row.attempt,
+                )
+                .values(**values)
+            ).rowcount
+            if not updated:
+                return None
+            conn.execute(
+                attempts.update()
+                .where(
+                    attempts.c.job_id == job_id,
+                    attempts.c.attempt == row.attempt,
+                    attempts.c.finished_at.is_(None),
+                )
+                .values(status=row.status, error_message=reason, finished_at=now)
+            )
+            old = JobStatus(row.status)
+            if old.terminal and row.bulk_id is not None:
+                counter = bulks.c[old.value]
+                conn.execute(
+                    bulks.update()
+                    .where(bulks.c.id == row.bulk_id)
+                    .values({bulks.c.done: bulks.c.done - 1, counter: counter - 1})
+                )
+        return int(row.attempt) + 1
+
+    def attempts(self, job_id: str) -> list[dict[str, Any]]:
+        """Every provider request made for a job, oldest first."""
+        query = sa.select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.attempt)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def failed_since(
+        self, statuses: Iterable[JobStatus], since: datetime | None, limit: int
+    ) -> list[str]:
+        """Ids of jobs in ``statuses`` that finished after ``since`` (oldest first)."""
+        query = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.status.in_([s.value for s in statuses]))
+            .order_by(jobs.c.finished_at)
+            .limit(limit)
+        )
+        if since is not None:
+            query = query.where(jobs.c.finished_at >= since)
+        with self.engine.connect() as conn:
+            return [row.id for row in conn.execute(query)]
 
     # -- sweeper ---------------------------------------------------------------------------
 
@@ -736,6 +918,7 @@ def _job(row: RowMapping) -> Job:
         error_code=row["error_code"],
         error_message=row["error_message"],
         bulk_id=row["bulk_id"],
+        escalate=bool(row["escalate"]),
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from config.celery import app
 from pipeline.errors import JobNotFound, ValidationError
 from pipeline.models import Bulk, JobView, build_request, resolve_deadline
+from pipeline.states import JobStatus
 from pipeline.store import NewJob
 from tasks.runtime import runtime
 
@@ -256,6 +257,39 @@ def cancel(job_id: str) -> JobView:
     rt.store.require_job(job_id)
     follow(job_id, rt.flow.cancel(job_id))
     return get(job_id)
+
+
+#: Statuses a job can be redriven from.
+REDRIVABLE = (JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELLED, JobStatus.INCOMPLETE)
+
+
+def retry(job_id: str) -> int:
+    """Resubmit a failed, expired, cancelled or incomplete job as a new attempt of the same
+    job (its history stays in the attempts table); return the new attempt number."""
+    rt = runtime()
+    job = rt.store.require_job(job_id)
+    attempt = rt.store.restart(job_id, reason="redriven", only_from=REDRIVABLE)
+    if attempt is None:
+        raise ValidationError(
+            "job",
+            f"job {job_id} is {job.status.value}; only "
+            f"{', '.join(s.value for s in REDRIVABLE)} jobs can be retried",
+        )
+    publish_submit(job_id)
+    return attempt
+
+
+def retry_all(
+    statuses: Sequence[JobStatus], since: datetime | None = None, limit: int = 10_000
+) -> list[str]:
+    """Redrive every job in ``statuses`` that finished after ``since``; return their ids."""
+    rt = runtime()
+    redriven = []
+    for job_id in rt.store.failed_since(statuses, since, limit):
+        if rt.store.restart(job_id, reason="redriven", only_from=statuses) is not None:
+            redriven.append(job_id)
+    publish_submits(redriven)
+    return redriven
 
 
 __all__ = ["JobNotFound", "cancel", "enqueue", "enqueue_many", "get", "get_bulk", "wait"]

@@ -11,12 +11,23 @@ from celery import Task
 
 from config.celery import app
 from pipeline.flow import Next
+from pipeline.store import TRANSIENT_DB_ERRORS
 from tasks.runtime import runtime
 
 log = logging.getLogger("flexpipe.tasks")
 
+#: While the database is away, a task retries itself with backoff instead of failing
+#: (a failed task's message is gone; the sweeper would recover the job, but later).
+DB_RETRY: dict[str, Any] = {
+    "autoretry_for": TRANSIENT_DB_ERRORS,
+    "retry_backoff": 0.5,
+    "retry_backoff_max": 20,
+    "retry_jitter": True,
+    "max_retries": 30,
+}
 
-@app.task(name="flexpipe.submit", bind=True)
+
+@app.task(name="flexpipe.submit", bind=True, **DB_RETRY)
 def submit(self: Task, job_id: str, failures: int = 0) -> str:
     """Send a pending job to the provider (once), then start its poll chain."""
     step = runtime().flow.submit(job_id, failures)
@@ -25,7 +36,7 @@ def submit(self: Task, job_id: str, failures: int = 0) -> str:
     return follow(job_id, step)
 
 
-@app.task(name="flexpipe.submit_many")
+@app.task(name="flexpipe.submit_many", **DB_RETRY)
 def submit_many(job_ids: list[str]) -> str:
     """Submit a chunk of a bulk job; each job then runs its own poll chain."""
     flow = runtime().flow
@@ -38,7 +49,7 @@ def submit_many(job_ids: list[str]) -> str:
     return f"{len(job_ids)} submitted"
 
 
-@app.task(name="flexpipe.poll")
+@app.task(name="flexpipe.poll", **DB_RETRY)
 def poll(job_id: str, seq: int, failures: int = 0) -> str:
     """Read a job's status once; store it if terminal, else schedule the next poll."""
     return follow(job_id, runtime().flow.poll(job_id, seq, failures))
@@ -73,6 +84,9 @@ def follow(job_id: str, step: Next) -> str:
     if step.kind == "retry":
         submit.apply_async((job_id, step.failures), countdown=step.delay)
         return f"retry in {step.delay:.1f}s"
+    if step.kind == "submit":
+        submit.apply_async((job_id, 0))
+        return f"new attempt ({step.reason})"
     if step.kind == "done":
         if step.callback:
             try:

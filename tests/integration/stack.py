@@ -58,6 +58,7 @@ class Stack:
             **(extra_env or {}),
         }
         self.worker: subprocess.Popen[bytes] | None = None
+        self.loglevel = "info"
         self.log_path = data_dir / "worker.log"
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -92,7 +93,7 @@ class Stack:
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
         with open(self.log_path, "ab") as log:
             self.worker = subprocess.Popen(
-                worker_command(beat=True, concurrency=2, loglevel="info"),
+                worker_command(beat=True, concurrency=2, loglevel=self.loglevel),
                 cwd=ROOT,
                 env=env,
                 stdout=log,

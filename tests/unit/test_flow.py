@@ -189,7 +189,7 @@ def test_provider_failure_and_truncation_are_kept(store, flow_for) -> None:
 def test_structured_output_is_parsed_or_fails_as_invalid_output(store, flow_for) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     client = ScriptedClient(creates=[QUEUED, QUEUED], reads=[done('{"n": 3}'), done('{"n": "x"}')])
-    flow = flow_for(client)
+    flow = flow_for(client, invalid_output_retries=0)  # the retry: test_invalid_output.py
     good, bad = _add(store, schema=schema), _add(store, schema=schema)
     flow.poll(good, flow.submit(good).seq)
     flow.poll(bad, flow.submit(bad).seq)

@@ -1,0 +1,48 @@
+"""Logging guard: the API key never reaches a log line, whatever logs it.
+
+:class:`RedactSecrets` is attached to every handler of the root logger when a worker,
+beat or the CLI sets up logging, and replaces the configured secrets and any
+``Authorization: Bearer ...`` value with ``***``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}")
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a record's message when it contains a secret (never drops the record)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 6]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _BEARER.sub(r"\1***", message)
+        for secret in self.secrets:
+            redacted = redacted.replace(secret, "***")
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_text:
+            record.exc_text = self._clean(record.exc_text)
+        return True
+
+    def _clean(self, text: str) -> str:
+        text = _BEARER.sub(r"\1***", text)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def install(secrets: Iterable[str], logger: logging.Logger | None = None) -> None:
+    """Attach the filter to every handler of ``logger`` (default: the root logger)."""
+    target = logger or logging.getLogger()
+    guard = RedactSecrets(secrets)
+    for handler in target.handlers:
+        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+            handler.addFilter(guard)

@@ -1,0 +1,175 @@
+"""Nothing lost, nothing twice: real faults against a real worker, Redis, PostgreSQL and
+the emulator, 300 jobs per scenario, counted from SQL and the emulator's stats."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.faults.conftest import (
+    JOBS,
+    assert_nothing_lost_nothing_twice,
+    creates_per_job,
+    enqueue_jobs,
+    progress,
+    restart_redis,
+    wait_until,
+)
+from tests.integration.stack import emulator_call
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+
+SLOW_JOBS = {"FLEXPIPE_POLL_FIRST_DELAY": "50", "FLEXPIPE_POLL_MAX_DELAY": "100"}
+
+
+def _done(stack, ids) -> int:
+    counts = progress(stack, ids)
+    return sum(n for s, n in counts.items() if s not in ("pending", "submitted", "in_progress"))
+
+
+def test_worker_sigkill_during_submit_poll_and_store(scenario) -> None:
+    sc = scenario()
+    stack = sc.stack
+    ids = enqueue_jobs()
+    kills = 0
+    # Kill -9 the whole worker (pool children and embedded beat too) while jobs are being
+    # submitted, while they are polled, and while results are being stored.
+    for phase, ready in [
+        ("submit", lambda: progress(stack, ids).get("pending", 0) < JOBS * 0.8),
+        ("poll", lambda: progress(stack, ids).get("pending", 0) == 0),
+        ("store", lambda: _done(stack, ids) > JOBS * 0.3),
+    ]:
+        wait_until(ready, timeout=120, what=f"{phase} phase", stack=stack)
+        stack.stop_worker(signal.SIGKILL)
+        kills += 1
+        stack.start_worker()
+    assert kills == 3
+    assert_nothing_lost_nothing_twice(sc, ids)
+
+
+def test_redis_flushed_mid_run(scenario, redis_server) -> None:
+    sc = scenario(env=SLOW_JOBS)
+    stack = sc.stack
+    ids = enqueue_jobs()
+    wait_until(lambda: progress(stack, ids).get("pending", 0) < JOBS * 0.5, 120, "submits",
+               stack)
+    subprocess.run(["redis-cli", "-h", "127.0.0.1", "flushall"], check=True,
+                   capture_output=True)
+    assert_nothing_lost_nothing_twice(sc, ids)
+
+
+def test_redis_restarted_with_nothing_on_disk(scenario, redis_server) -> None:
+    sc = scenario(env=SLOW_JOBS)
+    stack = sc.stack
+    ids = enqueue_jobs()
+    wait_until(lambda: progress(stack, ids).get("pending", 0) < JOBS * 0.5, 120, "submits",
+               stack)
+    try:
+        restart_redis()
+    finally:
+        subprocess.run(["redis-cli", "-h", "127.0.0.1", "ping"], check=False)
+    assert_nothing_lost_nothing_twice(sc, ids)
+
+
+def _kill_connections(database_url: str, admin_url: str) -> int:
+    name = sa.engine.make_url(database_url).database
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                "where datname = :name and pid <> pg_backend_pid()"
+            ),
+            {"name": name},
+        ).scalar_one()
+    admin.dispose()
+    return int(killed)
+
+
+def test_postgres_connections_killed_mid_run(scenario, postgres_server) -> None:
+    sc = scenario()
+    stack = sc.stack
+    ids = enqueue_jobs()
+    killed = 0
+    for target in (0.1, 0.4, 0.7):
+        wait_until(lambda t=target: _done(stack, ids) >= JOBS * t, 180, "progress", stack)
+        killed += _kill_connections(stack.env["FLEXPIPE_DATABASE_URL"], postgres_server)
+    assert killed > 0
+    assert_nothing_lost_nothing_twice(sc, ids)
+
+
+def test_postgres_restarted_mid_run(scenario, postgres_server) -> None:
+    sc = scenario()
+    stack = sc.stack
+    ids = enqueue_jobs()
+    wait_until(lambda: _done(stack, ids) >= JOBS * 0.2, 180, "progress", stack)
+    version = sorted(os.listdir("/etc/postgresql"))[-1] if Path("/etc/postgresql").exists() \
+        else None
+    assert version, "PostgreSQL cluster not found"
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True, capture_output=True, timeout=120,
+    )
+    assert_nothing_lost_nothing_twice(sc, ids)
+
+
+def test_emulator_faults_at_twenty_percent(scenario) -> None:
+    faults = {
+        "create_429_rate": 0.2, "create_5xx_rate": 0.2, "get_5xx_rate": 0.2,
+        "get_429_rate": 0.2, "drop_rate": 0.2, "fail_rate": 0.2,
+        "retry_after_s": 0.05, "read_lag_ms": 50,
+    }
+    sc = scenario(faults=faults)
+    ids = enqueue_jobs()
+    statuses = assert_nothing_lost_nothing_twice(
+        sc, ids, allowed_statuses=frozenset({"completed", "failed"})
+    )
+    # Injected job failures are recorded with the provider's reason; nothing else fails.
+    failed = sc.stack.store.list_jobs(status="failed", limit=JOBS)
+    assert failed and all(job.error_message for job in failed)
+    assert statuses.get("completed", 0) > JOBS * 0.5
+
+
+def test_read_once_results_are_stored_on_the_first_terminal_read(scenario) -> None:
+    sc = scenario(faults={"read_once": True})
+    ids = enqueue_jobs()
+    assert_nothing_lost_nothing_twice(sc, ids)
+
+
+def test_emulator_restarted_mid_run_resubmits_by_policy(scenario) -> None:
+    sc = scenario(env={"FLEXPIPE_LOST_RESPONSE": "resubmit", **SLOW_JOBS})
+    stack = sc.stack
+    ids = enqueue_jobs()
+    wait_until(lambda: progress(stack, ids).get("pending", 0) == 0, 120, "submits", stack)
+    sc.creates_before_reset.update(creates_per_job(sc.emulator_url))
+    emulator_call(sc.emulator_url, "/_emulator/reset", {})  # it forgets every response
+    assert_nothing_lost_nothing_twice(sc, ids, max_creates=2)
+    resubmitted = [j for j in ids if stack.store.require_job(j).attempt == 2]
+    assert resubmitted  # the jobs in flight at the restart got a second, stated attempt
+    history = stack.store.attempts(resubmitted[0])
+    assert [a["attempt"] for a in history] == [1, 2]
+    assert history[0]["response_id"] != history[1]["response_id"]
+
+
+def test_emulator_restarted_mid_run_fails_clearly_by_default(scenario) -> None:
+    sc = scenario(env=SLOW_JOBS)
+    stack = sc.stack
+    ids = enqueue_jobs()
+    wait_until(lambda: progress(stack, ids).get("pending", 0) == 0, 120, "submits", stack)
+    sc.creates_before_reset.update(creates_per_job(sc.emulator_url))
+    before = {j for j in ids if stack.store.require_job(j).terminal}
+    emulator_call(sc.emulator_url, "/_emulator/reset", {})
+    assert_nothing_lost_nothing_twice(
+        sc, ids, allowed_statuses=frozenset({"completed", "failed"})
+    )
+    lost = stack.store.list_jobs(status="failed", limit=JOBS)
+    assert lost
+    for job in lost:
+        assert job.id not in before
+        assert job.error_code == "response_not_found"
+        assert "does not know response" in (job.error_message or "")

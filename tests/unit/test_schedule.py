@@ -1,0 +1,96 @@
+"""The scheduled classification job: its settings, its beat entry and its task.
+(It runs under a real beat in tests/integration/test_scheduled.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from config.celery import app, beat_schedule
+from config.settings import Settings, get_settings, load_settings
+from pipeline.errors import ConfigurationError
+from tasks.schedule import classify_job, load_job
+
+calls: list[str] = []
+NOT_A_FUNCTION = 42
+
+
+def sample_job() -> str | None:
+    calls.append("ran")
+    return "b" * 32 if len(calls) == 1 else None
+
+
+def test_no_schedule_by_default() -> None:
+    assert list(beat_schedule(Settings())) == ["flexpipe-sweep"]
+
+
+def test_the_schedule_runs_the_task_every_interval() -> None:
+    settings = Settings(classify_schedule=30, classify_job="myapp.jobs.classify")
+    entry = beat_schedule(settings)["flexpipe-classify"]
+    assert entry == {
+        "task": "flexpipe.classify_job",
+        "schedule": 30,
+        "options": {"expires": 30},
+    }
+    assert "flexpipe.classify_job" in app.tasks
+    assert "tasks.schedule" in app.conf.include
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"FLEXPIPE_CLASSIFY_SCHEDULE": "60"},
+            "bad setting: FLEXPIPE_CLASSIFY_SCHEDULE is set but FLEXPIPE_CLASSIFY_JOB",
+        ),
+        (
+            {"FLEXPIPE_CLASSIFY_SCHEDULE": "60", "FLEXPIPE_CLASSIFY_JOB": "classify"},
+            "bad setting: FLEXPIPE_CLASSIFY_JOB 'classify' is not a dotted path",
+        ),
+        ({"FLEXPIPE_CLASSIFY_SCHEDULE": "-1"}, "bad setting: FLEXPIPE_CLASSIFY_SCHEDULE: "),
+    ],
+)
+def test_bad_schedule_settings_stop_start_up_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as info:
+        load_settings()
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_load_job_finds_the_function_or_says_why_not() -> None:
+    assert load_job(f"{__name__}.sample_job") is sample_job
+    for path, why in [
+        ("", "FLEXPIPE_CLASSIFY_JOB is not set"),
+        ("no_such_module.job", "cannot import 'no_such_module.job'"),
+        (f"{__name__}.no_such_function", f"cannot import '{__name__}.no_such_function'"),
+        (f"{__name__}.NOT_A_FUNCTION", "is not a function"),
+    ]:
+        with pytest.raises(ConfigurationError, match=why):
+            load_job(path)
+
+
+@pytest.fixture
+def scheduled_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from tasks.runtime import reset
+
+    monkeypatch.setenv("FLEXPIPE_CLASSIFY_SCHEDULE", "1")
+    monkeypatch.setenv("FLEXPIPE_CLASSIFY_JOB", f"{__name__}.sample_job")
+    get_settings.cache_clear()
+    reset()
+    calls.clear()
+    yield
+    reset()
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_the_task_calls_the_configured_function(scheduled_settings: None) -> None:
+    # Called directly (as the worker does), not through a broker.
+    assert classify_job() == f"bulk {'b' * 32}"
+    assert classify_job() == "nothing to classify"
+    assert calls == ["ran", "ran"]
