@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     invalid_output_retries: int = Field(1, ge=0)
     submit_lease: float = Field(120.0, gt=0)
 
+    # Shared rate limits (0 = off); they live in Redis (the broker's, unless set).
+    submits_per_window: int = Field(0, ge=0)
+    rate_window: float = Field(60.0, gt=0)
+    max_in_flight: int = Field(0, ge=0)
+    limits_redis_url: str | None = None
+
     # Sweeper (beat). These are about the infrastructure (how late a message may be when
     # queues are backed up), not the provider, so time_scale does not apply to them.
     sweep_interval: float = Field(5.0, gt=0)
@@ -135,6 +141,20 @@ class Settings(BaseSettings):
     @property
     def import_list(self) -> list[str]:
         return [name.strip() for name in self.imports.split(",") if name.strip()]
+
+    @property
+    def limits_url(self) -> str | None:
+        """Where shared rate limits live; None when no limit is configured."""
+        if not (self.submits_per_window or self.max_in_flight):
+            return None
+        if self.limits_redis_url:
+            return self.limits_redis_url
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        raise ConfigurationError(
+            "bad setting: rate limits are shared through Redis; set FLEXPIPE_LIMITS_REDIS_URL "
+            "(the broker is not Redis)"
+        )
 
     @property
     def embedded_broker(self) -> bool:

@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 
 from pipeline import errors
 from pipeline.client import FlexClient, ProviderResponse
+from pipeline.limits import Limiter, NoLimits
 from pipeline.models import Job
 from pipeline.policy import LatencyEstimate, PollPolicy, RetryPolicy
 from pipeline.states import IN_FLIGHT, JobStatus, from_provider
@@ -97,10 +98,12 @@ class Flow:
         client: FlexClient,
         settings: FlowSettings | None = None,
         *,
+        limiter: Limiter | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.client = client
+        self.limiter: Limiter = limiter or NoLimits()
         self.settings = settings or FlowSettings()
         self._rng = rng or random.Random()
         self._estimates = _EstimateCache(store, self.settings.estimate_refresh)
@@ -118,9 +121,15 @@ class Flow:
             return Next("stop", reason=f"job is {existing.status.value}, not pending")
         if _past(job.deadline_at, self.store.now()):
             return self._finish_failed(job, JobStatus.EXPIRED, "deadline", "deadline passed")
+        wait = self.limiter.acquire(job.id, job.request.model)
+        if wait > 0:
+            # Over a shared limit: wait as pending in SQL, not in this worker's memory.
+            self.store.defer_submit(job.id, wait)
+            return Next("stop", delay=wait, reason="rate limited")
         try:
             response = self.client.create(job.id, job.request, attempt=job.attempt)
         except errors.RetryableProviderError as exc:
+            self.limiter.release(job.id)
             self.store.release_submit(job.id)
             delay = self.settings.retry.delay(failures, exc.retry_after, self._rng)
             log.info("submit %s: %s; retrying in %.2fs", job.id, exc.message, delay)
@@ -362,8 +371,8 @@ class Flow:
         )
         return self._done(job, self.store.finish(job.id, outcome), reason=code)
 
-    @staticmethod
-    def _done(job: Job, finished: Finished | None, reason: str = "") -> Next:
+    def _done(self, job: Job, finished: Finished | None, reason: str = "") -> Next:
+        self.limiter.release(job.id)
         if finished is None:
             return Next("stop", reason="already finished")
         if finished.bulk_finished:

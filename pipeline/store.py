@@ -457,6 +457,49 @@ class Store:
             )
 
     @retrying
+    def defer_submit(self, job_id: str, delay: float) -> None:
+        """Park a pending job in SQL (over a rate limit); the sweeper submits it when due."""
+        now = self.now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PENDING.value)
+                .values(
+                    lease_until=None,
+                    parked=True,
+                    next_poll_at=now + timedelta(seconds=delay),
+                    dispatched_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def take_due_submits(self, *, horizon: float, limit: int) -> list[tuple[str, float]]:
+        """Claim parked pending jobs due within ``horizon`` s: ``(job_id, delay)`` each."""
+        now = self.now()
+        query = (
+            sa.select(jobs.c.id, jobs.c.next_poll_at)
+            .where(
+                jobs.c.status == JobStatus.PENDING.value,
+                jobs.c.parked.is_(True),
+                jobs.c.next_poll_at <= now + timedelta(seconds=horizon),
+            )
+            .order_by(jobs.c.next_poll_at)
+            .limit(limit)
+        )
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).all()
+            if not rows:
+                return []
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id.in_([r.id for r in rows]))
+                .values(parked=False, dispatched_at=now, updated_at=now)
+            )
+        return [(r.id, max(0.0, (_aware(r.next_poll_at) - now).total_seconds())) for r in rows]
+
+    @retrying
     def record_submitted(
         self,
         job_id: str,
@@ -841,6 +884,7 @@ class Store:
             sa.select(jobs.c.id)
             .where(
                 jobs.c.status == JobStatus.PENDING.value,
+                jobs.c.parked.is_(False),
                 jobs.c.dispatched_at <= before,
                 sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
             )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from config.settings import Settings, get_settings
 from pipeline.client import FlexClient
 from pipeline.flow import Flow
+from pipeline.limits import Limiter, NoLimits, RedisLimiter
 from pipeline.store import Store
 
 
@@ -51,7 +52,18 @@ def _build(settings: Settings) -> Runtime:
         blocking_timeout=settings.blocking_timeout,
         max_retries=settings.sdk_max_retries,
     )
-    return Runtime(settings, store, client, Flow(store, client, settings.flow_settings()))
+    limiter: Limiter = NoLimits()
+    if settings.limits_url is not None:
+        limiter = RedisLimiter.from_url(
+            settings.limits_url,
+            submits_per_window=settings.submits_per_window,
+            window_s=settings.rate_window,
+            max_in_flight=settings.max_in_flight,
+            lease_s=max(settings.deadline_flex, settings.deadline_priority) * settings.time_scale,
+            prefix=f"flexpipe:limits:{settings.queue}",
+        )
+    flow = Flow(store, client, settings.flow_settings(), limiter=limiter)
+    return Runtime(settings, store, client, flow)
 
 
 def reset() -> None:

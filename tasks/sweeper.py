@@ -30,6 +30,10 @@ def sweep() -> dict[str, int]:
         poll.apply_async((job_id, seq, 0), countdown=delay)
         counts["polls"] += 1
 
+    for job_id, delay in store.take_due_submits(horizon=settings.sweep_interval, limit=BATCH):
+        submit.apply_async((job_id, 0), countdown=delay)
+        counts["submits"] += 1
+
     for job_id in store.take_stale_pending(
         stale_after=settings.submit_stale_after, limit=BATCH
     ):
