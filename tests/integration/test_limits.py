@@ -51,7 +51,7 @@ def test_lease_frees_the_slot_of_a_job_nobody_released(redis_server: str) -> Non
 def test_jobs_over_the_limits_wait_pending_and_all_complete(
     request, tmp_path_factory, redis_server
 ) -> None:
-    rate, window, cap = 8, 2.0, 5
+    rate, window, cap = 10, 3.0, 5
     with run_in_thread(EmulatorConfig(time_scale=TIME_SCALE, slots=0, seed=5)) as emulator:
         env = {"FLEXPIPE_SUBMITS_PER_WINDOW": str(rate), "FLEXPIPE_RATE_WINDOW": str(window),
                "FLEXPIPE_MAX_IN_FLIGHT": str(cap), "FLEXPIPE_SWEEP_INTERVAL": "0.2"}
@@ -75,8 +75,9 @@ def test_jobs_over_the_limits_wait_pending_and_all_complete(
     assert len(records) == len(ids)  # one create per job
     starts = [r["queued_at"] for r in records]
     for i, start in enumerate(starts):
-        # Creates in any window (less 0.1 s for the clock gap between acquire and arrival).
-        in_window = sum(1 for t in starts[i:] if t < start + window - 0.1)
+        # Creates arriving within any window, less 0.3 s: the limiter counts at acquire, and
+        # on a loaded machine a create can reach the provider that much after its acquire.
+        in_window = sum(1 for t in starts[i:] if t < start + window - 0.3)
         assert in_window <= rate, (i, in_window)
     for record in records:
         overlapping = sum(
