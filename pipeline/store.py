@@ -171,24 +171,31 @@ class Store:
         comes back with ``created=False``.
         """
         now = self.now()
-        out: list[tuple[str, bool]] = []
         with self.engine.begin() as conn:
-            keys = [j.idempotency_key for j in new_jobs if j.idempotency_key]
-            existing = self._ids_for_keys(conn, keys) if keys else {}
-            rows = []
-            for job in new_jobs:
-                key = job.idempotency_key
-                if key and key in existing:
-                    out.append((existing[key], False))
-                    continue
-                job_id = job.id or new_id()
-                if key:
-                    existing[key] = job_id
-                rows.append(self._job_row(job_id, job, now))
-                out.append((job_id, True))
+            rows, out = self._new_rows(conn, new_jobs, now)
             if rows:
                 conn.execute(jobs.insert(), rows)
         return out
+
+    def _new_rows(
+        self, conn: sa.Connection, new_jobs: Sequence[NewJob], now: datetime
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, bool]]]:
+        """Rows to insert, and ``(job_id, created)`` per job (a known key: not created)."""
+        keys = [j.idempotency_key for j in new_jobs if j.idempotency_key]
+        existing = self._ids_for_keys(conn, keys) if keys else {}
+        rows: list[dict[str, Any]] = []
+        out: list[tuple[str, bool]] = []
+        for job in new_jobs:
+            key = job.idempotency_key
+            if key and key in existing:
+                out.append((existing[key], False))
+                continue
+            job_id = job.id or new_id()
+            if key:
+                existing[key] = job_id
+            rows.append(self._job_row(job_id, job, now))
+            out.append((job_id, True))
+        return rows, out
 
     def add_bulk(
         self,
@@ -205,21 +212,9 @@ class Store:
         """
         bulk_id = new_id()
         now = self.now()
-        out: list[tuple[str, bool]] = []
         with self.engine.begin() as conn:
-            keys = [j.idempotency_key for j in new_jobs if j.idempotency_key]
-            existing = self._ids_for_keys(conn, keys) if keys else {}
-            rows = []
-            for job in new_jobs:
-                key = job.idempotency_key
-                if key and key in existing:
-                    out.append((existing[key], False))
-                    continue
-                job_id = job.id or new_id()
-                if key:
-                    existing[key] = job_id
-                rows.append(self._job_row(job_id, replace(job, bulk_id=bulk_id), now))
-                out.append((job_id, True))
+            items = [replace(job, bulk_id=bulk_id) for job in new_jobs]
+            rows, out = self._new_rows(conn, items, now)
             conn.execute(
                 bulks.insert().values(
                     id=bulk_id,
