@@ -54,12 +54,14 @@ class Plan:
     f1_jobs: int = 2000
     f1_scale: float = 0.001
     # 2. polls per job and detection delay (lognormal median 60 s, sigma 0.6)
-    f2_scale: float = 0.1
+    #: Not smaller: providers report ``completed_at`` in whole seconds and flexpipe learns
+    #: latencies from it; at 0.1 that rounding (up to 10 unscaled s) biased what it learned.
+    f2_scale: float = 0.5
     f2_warmup: int = 40
     f2_flex_jobs: int = 200
     f2_rate: float = 10.0  # flexpipe enqueues per real second
     f2_loop_jobs: int = 200
-    f2_blocking_jobs: int = 12
+    f2_blocking_jobs: int = 4
     # 3. jobs in flight (fixed provider latency, long enough to hold them all at once)
     f3_jobs: int = 100_000
     f3_chunk: int = 10_000
@@ -80,7 +82,7 @@ class Plan:
             f1_jobs=400,
             f2_flex_jobs=60,
             f2_loop_jobs=64,
-            f2_blocking_jobs=6,
+            f2_blocking_jobs=2,
             f3_jobs=10_000,
             f3_scale=1.5,
             f3_timeout=10 * 60,
@@ -167,6 +169,39 @@ def flexpipe_bulk(
     return {"jobs": n, "stored": int(stored), "ok": ok, "elapsed": elapsed, "cpu": cpu}
 
 
+class LoopHandle:
+    def __init__(self, proc: subprocess.Popen[bytes], out: Path) -> None:
+        self.proc, self.out = proc, out
+
+
+def start_loop(
+    emu: Emulator, ctx: Ctx, n: int, scale: float, tag: str, max_seconds: float
+) -> LoopHandle:
+    """Start the asyncio loop as its own process (see :mod:`benchmarks.loop`)."""
+    out = ctx.work_dir / f"loop-{tag}.json"
+    argv = [
+        sys.executable, "-m", "benchmarks.loop", "--base-url", emu.base_url,
+        "--jobs", str(n), "--time-scale", f"{scale:g}", "--tag", tag,
+        "--max-seconds", f"{max_seconds:g}", "--out", str(out),
+    ]  # fmt: skip
+    with open(ctx.work_dir / "loop.log", "ab") as log:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    ctx.cleanup.push(f"loop {tag}", lambda: stop_process(proc))
+    return LoopHandle(proc, out)
+
+
+def finish_loop(handle: LoopHandle, timeout: float) -> dict[str, Any]:
+    try:
+        handle.proc.wait(timeout=timeout)
+    finally:
+        stop_process(handle.proc)
+    result: dict[str, Any] = json.loads(handle.out.read_text())
+    return result
+
+
 def loop_run(
     emu: Emulator,
     ctx: Ctx,
@@ -178,18 +213,9 @@ def loop_run(
     sample_rss_at: float | None = None,
 ) -> dict[str, Any]:
     """Run the asyncio loop as its own process; return its JSON plus emulator CPU."""
-    out = ctx.work_dir / f"loop-{tag}.json"
-    argv = [
-        sys.executable, "-m", "benchmarks.loop", "--base-url", emu.base_url,
-        "--jobs", str(n), "--time-scale", f"{scale:g}", "--tag", tag,
-        "--max-seconds", f"{max_seconds:g}", "--out", str(out),
-    ]  # fmt: skip
     meter = CpuMeter(cpu_groups(worker_sid=None, emulator=emu, database=None)).start()
-    with open(ctx.work_dir / "loop.log", "ab") as log:
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
+    handle = start_loop(emu, ctx, n, scale, tag, max_seconds)
+    proc = handle.proc
     rss = 0
     try:
         if sample_rss_at is not None:
@@ -200,7 +226,7 @@ def loop_run(
     finally:
         stop_process(proc)
     cpu = meter.stop()
-    result: dict[str, Any] = json.loads(out.read_text())
+    result: dict[str, Any] = json.loads(handle.out.read_text())
     result["cpu"] = {**cpu, "loop": result["cpu_s"]}
     result["rss"] = rss
     return result
@@ -352,69 +378,86 @@ class Fig2Background:
 
 
 def figure2(ctx: Ctx, bg: Fig2Background) -> dict[str, Any]:
+    """Three runs that overlap: run k starts when run k-1 has sent its jobs (the latency
+    tail, minutes at this time scale, is paid once). In each run flexpipe gets jobs at
+    ``f2_rate`` per second, a loop process of its own gets its jobs at once (64 at a time)
+    and the blocking worker gets its jobs; all on the one emulator."""
     from tasks import api
 
     plan = ctx.plan
     stack, emu, scale = bg.stack, bg.emu, bg.scale
     # Learned estimates are re-read every 30 s per worker process (FlowSettings
-    # .estimate_refresh): measured jobs start once every process has re-read them with at
-    # least FLEXPIPE_POLL_MIN_SAMPLES (20) finished warm-up jobs in SQL.
+    # .estimate_refresh, no setting): measured jobs start once every process has re-read
+    # them with at least FLEXPIPE_POLL_MIN_SAMPLES (20) finished warm-up jobs in SQL.
     ctx.log("fig 2: waiting for the warm-up jobs (flexpipe learns the latency)")
     wait_until(
         lambda: stack.store.status_counts(bg.warm_ids).get("completed", 0) >= 20,
-        120,
+        300 * scale + 60,
         0.5,
         "fig 2 warm-up",
     )
     rest = bg.warm_started + 36 - time.monotonic()
     if rest > 0:
         time.sleep(rest)
-    wait_until(
-        lambda: _terminal(stack.store.status_counts(bg.warm_ids)) >= len(bg.warm_ids),
-        120,
-        0.5,
-    )
-    runs: dict[str, list[dict[str, Any]]] = {alt: [] for alt in ALTS}
+    bound = 700 * scale + 60  # the lognormal's 99.99th percentile is ~560 s
+    stack.activate()
+    loops, blockings, flex_ids = [], [], []
     for rep in range(plan.reps):
-        tags = {alt: f"f2-{alt}-{rep}" for alt in ALTS}
-        stack.activate()
-        # The blocking task runs beside flexpipe (it holds 2 jobs at a time: light load).
-        blocking = _start_blocking(bg.bw, plan.f2_blocking_jobs, tags["blocking"])
+        loops.append(start_loop(emu, ctx, plan.f2_loop_jobs, scale, f"f2-loop-{rep}", 6 * bound))
+        blockings.append(_start_blocking(bg.bw, plan.f2_blocking_jobs, f"f2-blocking-{rep}"))
         ids = []
         start = time.monotonic()
         for i in range(plan.f2_flex_jobs):
             pause = start + i / plan.f2_rate - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            ids.append(api.enqueue(job_text(i), metadata={"bench": tags["flexpipe"]}))
-        wait_until(
-            lambda ids=ids: _terminal(stack.store.status_counts(ids)) >= len(ids),  # type: ignore[misc]
-            600 * scale + 60,
-            0.5,
-            "fig 2 flexpipe jobs",
-        )
-        blocking.wait(600 * scale * plan.f2_blocking_jobs / plan.concurrency + 60)
-        # The loop alone (64 jobs polled every 5-6 s (scaled) is the heaviest load here).
-        loop = loop_run(emu, ctx, plan.f2_loop_jobs, scale, tags["loop"], 600 * scale + 120)
-        responses = emu.responses()
+            ids.append(api.enqueue(job_text(i), metadata={"bench": f"f2-flexpipe-{rep}"}))
+        flex_ids.append(ids)
+        ctx.log(f"fig 2 run {rep}: jobs sent")
+    every = [i for ids in flex_ids for i in ids]
+    wait_until(
+        lambda: _terminal(stack.store.status_counts(every)) >= len(every),
+        bound,
+        1.0,
+        "fig 2 flexpipe jobs",
+    )
+    serial = plan.reps * plan.f2_blocking_jobs / plan.concurrency
+    for blocking in blockings:
+        blocking.wait(serial * 300 * scale + 60)
+    loop_results = [finish_loop(handle, 6 * bound) for handle in loops]
+    responses = emu.responses()
+    runs: dict[str, list[dict[str, Any]]] = {alt: [] for alt in ALTS}
+    for rep in range(plan.reps):
+        tags = {alt: f"f2-{alt}-{rep}" for alt in ALTS}
         detected = {
             "flexpipe": _stored_at(stack, responses, tags["flexpipe"]),
-            "loop": {d[0]: d[1] for d in loop["done"]},
-            "blocking": {d[0]: d[1] for d in blocking.done()},
+            "loop": {d[0]: d[1] for d in loop_results[rep]["done"]},
+            "blocking": {d[0]: d[1] for d in blockings[rep].done()},
         }
         for alt in ALTS:
             r = detection_stats(responses, tags[alt], detected[alt], scale)
             runs[alt].append(r)
             ctx.log(
-                f"fig 2 rep {rep} {alt}: {r['n']} jobs, GETs/job {r['polls_p50']:.1f} "
+                f"fig 2 run {rep} {alt}: {r['n']:.0f} jobs, GETs/job {r['polls_p50']:.1f} "
                 f"(p95 {r['polls_p95']:.1f}), delay {r['delay_p50']:.2f}s "
                 f"(p95 {r['delay_p95']:.2f}s), share {100 * r['share_p50']:.1f}% "
                 f"(p95 {100 * r['share_p95']:.1f}%)"
             )
-    warm = detection_stats(
-        emu.responses(), "f2-warmup", _stored_at(stack, emu.responses(), "f2-warmup"), scale
-    )
-    return {"scale": scale, "runs": runs, "warmup": warm}
+    warm = detection_stats(responses, "f2-warmup", _stored_at(stack, responses, "f2-warmup"), scale)
+    learned = stack.sql(
+        "select count(*), exp(avg(ln(latency_s))), stddev(ln(latency_s)) "
+        "from flexpipe_results where latency_s > 0"
+    )[0]
+    return {
+        "scale": scale,
+        "runs": runs,
+        "warmup": warm,
+        "learned": {
+            "samples": int(learned[0]),
+            "median_unscaled": float(learned[1]) / scale,
+            "sigma": float(learned[2]),
+        },
+    }
 
 
 def _terminal(counts: dict[str, int]) -> int:
