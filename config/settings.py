@@ -185,6 +185,7 @@ class Settings(BaseSettings):
             ),
             park_after=self.park_after * scale,
             submit_lease=self.submit_lease,
+            blocking_lease=self.blocking_timeout + self.submit_lease,
             max_not_found=self.max_not_found,
             lost_response=self.lost_response,
             max_attempts=self.max_attempts,

@@ -69,6 +69,8 @@ class FlowSettings:
     park_after: float = 30.0
     #: How long a submit may take before another submit of the same job may try (s).
     submit_lease: float = 120.0
+    #: The same for blocking-mode jobs, which hold the connection until done (s).
+    blocking_lease: float = 960.0
     #: How many 404s in a row a poll tolerates (read lag) before the response is lost.
     max_not_found: int = 5
     #: When the provider forgot a response (e.g. it restarted): "fail" the job, or
@@ -112,7 +114,9 @@ class Flow:
 
     def submit(self, job_id: str, failures: int = 0) -> Next:
         """Send a pending job to the provider, once."""
-        job = self.store.claim_submit(job_id, self.settings.submit_lease)
+        job = self.store.claim_submit(
+            job_id, self.settings.submit_lease, self.settings.blocking_lease
+        )
         if job is None:
             existing = self.store.get_job(job_id)
             if existing is None:

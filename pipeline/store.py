@@ -422,9 +422,20 @@ class Store:
 
     # -- submit ----------------------------------------------------------------------------
 
-    def claim_submit(self, job_id: str, lease_s: float) -> Job | None:
-        """Take the submit lease of a pending job; None if it is not pending or leased."""
+    def claim_submit(
+        self, job_id: str, lease_s: float, blocking_lease_s: float | None = None
+    ) -> Job | None:
+        """Take the submit lease of a pending job; None if it is not pending or leased.
+
+        A blocking-mode job holds its connection until the provider is done, so its lease
+        is ``blocking_lease_s`` (default: the same).
+        """
         now = self.now()
+        blocking = timedelta(seconds=blocking_lease_s if blocking_lease_s else lease_s)
+        lease_until = sa.case(
+            (jobs.c.mode == "blocking", now + blocking),
+            else_=now + timedelta(seconds=lease_s),
+        )
         with self.engine.begin() as conn:
             claimed = conn.execute(
                 jobs.update()
@@ -433,7 +444,7 @@ class Store:
                     jobs.c.status == JobStatus.PENDING.value,
                     sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
                 )
-                .values(lease_until=now + timedelta(seconds=lease_s), updated_at=now)
+                .values(lease_until=lease_until, updated_at=now)
             ).rowcount
             if not claimed:
                 return None

@@ -43,8 +43,9 @@ def scenario(
     handles = []
 
     def make(*, faults: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-             backend: str = "services") -> Scenario:
-        config = EmulatorConfig(time_scale=TIME_SCALE, slots=0, seed=21, faults=faults or {})
+             backend: str = "services", **emulator: Any) -> Scenario:
+        config = EmulatorConfig(time_scale=TIME_SCALE, slots=0, seed=21, faults=faults or {},
+                                **emulator)
         handle = run_in_thread(config)
         handles.append(handle)
         stack = make_stack(request, tmp_path_factory, backend, handle.url, extra_env=env)

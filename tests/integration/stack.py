@@ -55,6 +55,8 @@ class Stack:
             "FLEXPIPE_POLL_OVERDUE_AFTER": "10",
             "FLEXPIPE_SUBMIT_STALE_AFTER": "10",
             "FLEXPIPE_CALLBACK_OVERDUE_AFTER": "3",
+            # A submit killed mid-call is retried after its lease; keep that short in tests.
+            "FLEXPIPE_SUBMIT_LEASE": "5",
             **(extra_env or {}),
         }
         self.worker: subprocess.Popen[bytes] | None = None
@@ -116,10 +118,18 @@ class Stack:
         self.worker = None
 
     def stop(self) -> None:
+        """Stop the worker and put this process's settings back as the tests began."""
         self.stop_worker()
+        from config.celery import app, configure
+        from config.settings import get_settings
         from tasks.runtime import reset
 
         reset()
+        for key in [k for k in os.environ if k.startswith("FLEXPIPE_")]:
+            del os.environ[key]
+        os.environ["FLEXPIPE_API_KEY"] = "sk-test-not-a-real-key"
+        get_settings.cache_clear()
+        configure(app, get_settings())
 
     # -- helpers ---------------------------------------------------------------------------
 
