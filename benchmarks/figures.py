@@ -65,8 +65,10 @@ class Plan:
     # 3. jobs in flight (fixed provider latency, long enough to hold them all at once)
     f3_jobs: int = 100_000
     f3_chunk: int = 10_000
-    f3_scale: float = 10.0
-    f3_latency: float = 55.0  # unscaled seconds
+    #: Real latency (f3_latency x f3_scale) must outlast submitting every job (~250/s
+    #: here); 45 unscaled s: the warm-up jobs (fixed schedule) are seen on their 3rd poll.
+    f3_scale: float = 11.0
+    f3_latency: float = 45.0  # unscaled seconds
     f3_warmup: int = 30
     f3_timeout: float = 45 * 60
     # 4. enqueue cost
@@ -84,7 +86,7 @@ class Plan:
             f2_loop_jobs=64,
             f2_blocking_jobs=2,
             f3_jobs=10_000,
-            f3_scale=1.5,
+            f3_scale=1.8,
             f3_timeout=10 * 60,
         )
 
@@ -116,6 +118,65 @@ def wait_until(
     if what:
         print(f"  timeout after {timeout:.0f}s waiting for {what}", flush=True)
     return False
+
+
+def learned_wait(ctx: Ctx, stack: FlexpipeStack, warm_ids: list[str], timeout: float) -> None:
+    """Wait until every worker process polls on the learned schedule.
+
+    Each process re-reads the estimate every 30 s (``FlowSettings.estimate_refresh``, no
+    setting) and keeps a fit of fewer than ``FLEXPIPE_POLL_MIN_SAMPLES`` (20) finished jobs
+    for those 30 s: so wait until 20 warm-up jobs are stored, then 31 s more.
+    """
+    need = min(20, len(warm_ids))
+    wait_until(
+        lambda: stack.store.status_counts(warm_ids).get("completed", 0) >= need,
+        timeout,
+        0.5,
+        "warm-up jobs",
+    )
+    ctx.log("warm-up: 20 jobs stored; 31 s until every worker process has re-read them")
+    time.sleep(31)
+
+
+class PollTracer:
+    """When each GET of the responses tagged ``prefix...`` happened (to ``interval``): a
+    thread reads ``/_emulator/stats`` and notes when a response's ``polls`` count grows."""
+
+    def __init__(self, emu: Emulator, prefix: str, interval: float = 0.25) -> None:
+        import threading
+
+        self.emu, self.prefix, self.interval = emu, prefix, interval
+        self.times: dict[str, list[float]] = {}
+        self.created: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="poll-tracer")
+
+    def _run(self) -> None:
+        end = time.monotonic() + 3 * 3600
+        while not self._stop.wait(self.interval) and time.monotonic() < end:
+            try:
+                items = self.emu.responses()
+            except OSError:
+                continue
+            now = time.time()
+            for rid, v in items.items():
+                if not str((v.get("metadata") or {}).get("bench", "")).startswith(self.prefix):
+                    continue
+                seen = self.times.setdefault(rid, [])
+                self.created[rid] = v["queued_at"]
+                seen.extend([now] * (int(v["polls"]) - len(seen)))
+
+    def start(self) -> PollTracer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def first_get(self, scale: float) -> list[float]:
+        """Seconds (unscaled) from create to the first GET, per response."""
+        return [(t[0] - self.created[r]) / scale for r, t in self.times.items() if t]
 
 
 def texts(n: int, start: int = 0) -> list[str]:
@@ -390,15 +451,8 @@ def figure2(ctx: Ctx, bg: Fig2Background) -> dict[str, Any]:
     # .estimate_refresh, no setting): measured jobs start once every process has re-read
     # them with at least FLEXPIPE_POLL_MIN_SAMPLES (20) finished warm-up jobs in SQL.
     ctx.log("fig 2: waiting for the warm-up jobs (flexpipe learns the latency)")
-    wait_until(
-        lambda: stack.store.status_counts(bg.warm_ids).get("completed", 0) >= 20,
-        300 * scale + 60,
-        0.5,
-        "fig 2 warm-up",
-    )
-    rest = bg.warm_started + 36 - time.monotonic()
-    if rest > 0:
-        time.sleep(rest)
+    learned_wait(ctx, stack, bg.warm_ids, 300 * scale + 60)
+    tracer = PollTracer(emu, "f2-flexpipe-").start()
     bound = 700 * scale + 60  # the lognormal's 99.99th percentile is ~560 s
     stack.activate()
     loops, blockings, flex_ids = [], [], []
@@ -425,6 +479,7 @@ def figure2(ctx: Ctx, bg: Fig2Background) -> dict[str, Any]:
     for blocking in blockings:
         blocking.wait(serial * 300 * scale + 60)
     loop_results = [finish_loop(handle, 6 * bound) for handle in loops]
+    tracer.stop()
     responses = emu.responses()
     runs: dict[str, list[dict[str, Any]]] = {alt: [] for alt in ALTS}
     for rep in range(plan.reps):
@@ -448,10 +503,21 @@ def figure2(ctx: Ctx, bg: Fig2Background) -> dict[str, Any]:
         "select count(*), exp(avg(ln(latency_s))), stddev(ln(latency_s)) "
         "from flexpipe_results where latency_s > 0"
     )[0]
+    first = tracer.first_get(scale)
+    ctx.log(
+        f"fig 2: flexpipe's first GET {median(first):.1f} s after create (median, unscaled; "
+        f"p5 {percentile(first, 5):.1f}, p95 {percentile(first, 95):.1f}); learned "
+        f"{learned[1] / scale:.1f} s, sigma {learned[2]:.2f}"
+    )
     return {
         "scale": scale,
         "runs": runs,
         "warmup": warm,
+        "first_get": {
+            "p5": percentile(first, 5),
+            "p50": median(first),
+            "p95": percentile(first, 95),
+        },
         "learned": {
             "samples": int(learned[0]),
             "median_unscaled": float(learned[1]) / scale,
@@ -619,15 +685,7 @@ def figure3(ctx: Ctx, bg: Fig3Background) -> dict[str, Any]:
     ctx.log(f"fig 3 loop: {out['loop']['in_flight']} of 1000 in flight after 10 s")
 
     ctx.log("fig 3: waiting for the warm-up jobs (flexpipe learns the latency)")
-    wait_until(
-        lambda: _terminal(stack.store.status_counts(bg.warm_ids)) >= len(bg.warm_ids),
-        120 * scale + 120,
-        1.0,
-        "fig 3 warm-up",
-    )
-    rest = bg.warm_started + 36 - time.monotonic()
-    if rest > 0:
-        time.sleep(rest)
+    learned_wait(ctx, stack, bg.warm_ids, 120 * scale + 120)
 
     stack.activate()
     baseline_rss = RssMeter(lambda: [stack.sid]).now()

@@ -93,7 +93,7 @@ def _git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "?"
     if not commit:
-        return "(not a git checkout)"
+        return os.environ.get("BENCH_SOURCE", "(not a git checkout)")
     return commit + (" + uncommitted changes in pipeline/tasks/config" if dirty else "")
 
 
