@@ -72,7 +72,10 @@ def configure(celery_app: Celery, settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_default_queue=settings.queue,
-        task_routes={"flexpipe.poll": {"queue": settings.poll_queue}},
+        task_routes={
+            "flexpipe.poll": {"queue": settings.poll_queue},
+            "flexpipe.poll_many": {"queue": settings.poll_queue},
+        },
         task_publish_retry_policy={
             "max_retries": 3,
             "interval_start": 0,

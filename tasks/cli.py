@@ -214,10 +214,16 @@ def cancel(job_id: str) -> None:
 
 @cli.command()
 @click.argument("job_id", required=False)
-@click.option("--status", "status_", type=click.Choice(["failed", "expired", "cancelled",
-              "incomplete"]), help="Retry every job with this status instead of one job.")
-@click.option("--since", help="With --status: only jobs that ended after this "
-              "(ISO time, or an age like 30m, 6h, 2d).")
+@click.option(
+    "--status",
+    "status_",
+    type=click.Choice(["failed", "expired", "cancelled", "incomplete"]),
+    help="Retry every job with this status instead of one job.",
+)
+@click.option(
+    "--since",
+    help="With --status: only jobs that ended after this (ISO time, or an age like 30m, 6h, 2d).",
+)
 def retry(job_id: str | None, status_: str | None, since: str | None) -> None:
     """Resubmit a failed job (or all with --status) as a new attempt; history is kept."""
     from pipeline.states import JobStatus

@@ -5,6 +5,8 @@ schedules what the step says comes next. Messages carry job ids and small intege
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import Task
@@ -53,6 +55,32 @@ def submit_many(job_ids: list[str]) -> str:
 def poll(job_id: str, seq: int, failures: int = 0) -> str:
     """Read a job's status once; store it if terminal, else schedule the next poll."""
     return follow(job_id, runtime().flow.poll(job_id, seq, failures))
+
+
+@app.task(name="flexpipe.poll_many", **DB_RETRY)
+def poll_many(polls: list[list[Any]]) -> str:
+    """Poll many jobs in one task (the sweeper sends due polls this way): ``[[id, seq], ...]``.
+
+    The reads run on a few threads, so a slow provider does not serialise them; each job
+    then follows its own step as if polled alone.
+    """
+    flow = runtime().flow
+    steps = list(_pool().map(lambda pair: (pair[0], flow.poll(pair[0], int(pair[1]))), polls))
+    for job_id, step in steps:
+        follow(job_id, step)
+    return f"{len(polls)} polled"
+
+
+_executor: ThreadPoolExecutor | None = None
+_executor_pid = 0
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor, _executor_pid
+    if _executor is None or _executor_pid != os.getpid():
+        _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flexpipe-poll")
+        _executor_pid = os.getpid()
+    return _executor
 
 
 @app.task(name="flexpipe.store")

@@ -8,13 +8,18 @@ and re-sends callbacks that were due but not sent.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from typing import Any
 
 from config.celery import app
 from tasks.runtime import runtime
-from tasks.steps import follow, poll, send_bulk_callback, send_callback, submit
+from tasks.steps import follow, poll_many, send_bulk_callback, send_callback, submit
 
 log = logging.getLogger("flexpipe.sweeper")
-BATCH = 1000
+BATCH = 2000
+#: Due polls within this many seconds of each other share a message, up to GROUP_SIZE.
+GROUP_WINDOW = 0.25
+GROUP_SIZE = 25
 
 
 @app.task(name="flexpipe.sweep")
@@ -24,19 +29,23 @@ def sweep() -> dict[str, int]:
     settings, store, flow = rt.settings, rt.store, rt.flow
     counts = {"polls": 0, "submits": 0, "expired": 0, "callbacks": 0, "bulk_callbacks": 0}
 
-    for job_id, seq, delay in store.take_due_polls(
+    due = store.take_due_polls(
         overdue_after=settings.poll_overdue_after, horizon=settings.sweep_interval, limit=BATCH
-    ):
-        poll.apply_async((job_id, seq, 0), countdown=delay)
-        counts["polls"] += 1
+    )
+    # Polls due at about the same time travel together: one message per group, not per job.
+    groups: dict[float, list[list[Any]]] = defaultdict(list)
+    for job_id, seq, delay in due:
+        groups[round(delay / GROUP_WINDOW) * GROUP_WINDOW].append([job_id, seq])
+    for delay, polls in sorted(groups.items()):
+        for start in range(0, len(polls), GROUP_SIZE):
+            poll_many.apply_async((polls[start : start + GROUP_SIZE],), countdown=delay)
+    counts["polls"] = len(due)
 
     for job_id, delay in store.take_due_submits(horizon=settings.sweep_interval, limit=BATCH):
         submit.apply_async((job_id, 0), countdown=delay)
         counts["submits"] += 1
 
-    for job_id in store.take_stale_pending(
-        stale_after=settings.submit_stale_after, limit=BATCH
-    ):
+    for job_id in store.take_stale_pending(stale_after=settings.submit_stale_after, limit=BATCH):
         submit.apply_async((job_id, 0))
         counts["submits"] += 1
 
