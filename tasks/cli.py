@@ -453,44 +453,7 @@ def bulk_status(bulk_id: str) -> None:
 @click.option("--timeout", default=3600.0, show_default=True, help="Give up after this long.")
 def bulk_wait(bulk_id: str, timeout: float) -> None:
     """Wait for a bulk job with a live progress bar and an ETA."""
-    import time
-
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from tasks import api
-
-    b = api.get_bulk(bulk_id)
-    end = time.monotonic() + timeout
-    columns = (
-        TextColumn(f"[bold]{b.name or bulk_id[:8]}[/bold]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("bulk", total=b.total, detail="")
-        while True:
-            b = api.get_bulk(bulk_id)
-            detail = (
-                f"pending {b.pending}  in flight {b.in_flight}  "
-                f"failed {b.failed + b.expired + b.cancelled}"
-            )
-            progress.update(task, completed=b.done, detail=detail)
-            if b.finished:
-                break
-            if time.monotonic() > end:
-                fail(f"bulk {bulk_id} is not finished after {timeout:g}s ({b.done}/{b.total})")
-            time.sleep(0.5)
+    b = _wait_with_progress(bulk_id, timeout)
     console.print(
         f"{b.completed} completed, {b.failed} failed, {b.incomplete} incomplete, "
         f"{b.cancelled} cancelled, {b.expired} expired",

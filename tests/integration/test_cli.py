@@ -121,3 +121,15 @@ def test_a_task_with_an_unknown_job_id_logs_and_stops(live: Stack) -> None:
     assert "submit: unknown job " + "0" * 32 in log
     assert "poll: unknown job " + "1" * 32 in log
     assert "Retry in" not in log.split("0" * 32, 1)[1][:2000]  # no retry loop
+
+
+def test_bulk_wait_and_status(live: Stack) -> None:
+    from tasks import api
+
+    bulk_id = api.enqueue_many([f"Note {i} about the boiler service." for i in range(5)],
+                               name="notes")
+    waited = flexpipe(live, "bulk", "wait", bulk_id, "--timeout", "60")
+    assert waited.returncode == 0, waited.stderr
+    assert "5 completed, 0 failed" in waited.stdout
+    status = flexpipe(live, "bulk", "status", bulk_id)
+    assert status.returncode == 0 and "notes" in status.stdout
