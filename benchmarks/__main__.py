@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import figures, report
-from benchmarks.services import ROOT, Cleanup, Emulator
+from benchmarks.services import ROOT, Cleanup, Emulator, delete_redis_keys
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,33 +47,48 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"plan": dataclasses.asdict(plan), "machine": report.machine()}
     started = time.monotonic()
     ctx.log(f"{'quick' if plan.quick else 'full'} run; logs in {work_dir}")
+    cleanup.push(
+        "our Redis keys", lambda: delete_redis_keys("flexbench", "_kombu.binding_deadlines")
+    )
+
+    def save(name: str, value: Any) -> None:
+        results[name] = value
+        results["took_s"] = time.monotonic() - started
+        (work_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+
+    status = 0
     try:
         bg3 = figures.Fig3Background(ctx) if 3 in only else None
         bg2 = figures.Fig2Background(ctx) if 2 in only else None
         if 1 in only:
-            results["fig1"] = figures.figure1(ctx)
+            save("fig1", figures.figure1(ctx))
         if 4 in only:
             emu = Emulator(
                 time_scale=1.0, latency="fixed:0", log_dir=work_dir, name="emulator-f4"
             ).start(cleanup)
-            results["fig4"] = figures.figure4(ctx, emu)
+            save("fig4", figures.figure4(ctx, emu))
         if bg2 is not None:
-            results["fig2"] = figures.figure2(ctx, bg2)
+            save("fig2", figures.figure2(ctx, bg2))
         if bg3 is not None:
-            results["fig3"] = figures.figure3(ctx, bg3)
+            save("fig3", figures.figure3(ctx, bg3))
     except KeyboardInterrupt:
-        ctx.log("interrupted; cleaning up")
-        cleanup.run()
-        return 130
+        ctx.log("interrupted")
+        status = 130
+    except Exception as exc:
+        ctx.log(f"failed: {exc!r}")
+        status = 1
+        import traceback
+
+        traceback.print_exc()
     finally:
         ctx.log("cleaning up")
         cleanup.run()
-    results["took_s"] = time.monotonic() - started
-    (work_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     table = report.rows(results)
     print()
     print(report.text_table(table))
     print(f"\nraw results: {work_dir / 'results.json'}")
+    if status:
+        return status
     if only == {1, 2, 3, 4} and not args.no_write:
         report.write_markdown(ROOT / "BENCHMARKS.md", results, plan.quick)
         print("BENCHMARKS.md updated")

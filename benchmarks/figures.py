@@ -71,6 +71,8 @@ class Plan:
     f3_latency: float = 45.0  # unscaled seconds
     f3_warmup: int = 30
     f3_timeout: float = 45 * 60
+    #: Figure 3 gives up when no job was stored for this long after the first was due.
+    f3_stall: float = 180.0
     # 4. enqueue cost
     f4_calls: int = 1000
     f4_bulk: int = 10_000
@@ -695,8 +697,10 @@ def figure3(ctx: Ctx, bg: Fig3Background) -> dict[str, Any]:
         f"fig 3: {n} jobs, provider latency {latency_real:.0f} s real; idle worker RSS "
         f"{baseline_rss / 1e6:.0f} MB (PSS {baseline_pss / 1e6:.0f} MB)"
     )
-    meter = CpuMeter(cpu_groups(worker_sid=stack.sid, emulator=emu, database=stack.db_name)).start()
-    rss_meter = RssMeter(lambda: [stack.sid], interval=1.0).start()
+    sid = stack.sid
+    meter = CpuMeter(cpu_groups(worker_sid=sid, emulator=emu, database=stack.db_name)).start()
+    rss_meter = RssMeter(lambda: [sid], interval=1.0).start()
+    poll_queue = _queue_length(f"{stack.queue}.poll")
     t0 = time.time()
     enqueue_many_s = []
     bulk_ids = []
@@ -713,13 +717,26 @@ def figure3(ctx: Ctx, bg: Fig3Background) -> dict[str, Any]:
     deadline = time.monotonic() + plan.f3_timeout
     last_log = 0.0
     terminal = 0
+    progress = (time.monotonic(), 0)
+    out["stalled"] = False
     while time.monotonic() < deadline:
         counts = stack.store.status_counts()
         in_flight = counts.get("submitted", 0) + counts.get("in_progress", 0)
         terminal = _terminal(counts) - len(bg.warm_ids)
-        rss = RssMeter(lambda: [stack.sid]).now()
+        rss = RssMeter(lambda: [sid]).now()
+        queued = poll_queue()
         peak = max(peak, in_flight)
-        samples.append((time.time() - t0, in_flight, counts.get("pending", 0), terminal, rss))
+        samples.append(
+            (time.time() - t0, in_flight, counts.get("pending", 0), terminal, rss, queued)
+        )
+        if terminal > progress[1]:
+            progress = (time.monotonic(), terminal)
+        elif (
+            time.time() - t0 > latency_real + 60 and time.monotonic() - progress[0] > plan.f3_stall
+        ):
+            out["stalled"] = True
+            ctx.log(f"fig 3: no job stored for {plan.f3_stall:.0f} s: stalled; giving up")
+            break
         for th in thresholds:
             if th not in at and in_flight >= th:
                 at[th] = {"rss": rss, "pss": pss(stack.sid), "t": time.time() - t0}
@@ -727,7 +744,8 @@ def figure3(ctx: Ctx, bg: Fig3Background) -> dict[str, Any]:
             last_log = time.monotonic()
             ctx.log(
                 f"fig 3: t={time.time() - t0:.0f}s pending {counts.get('pending', 0)} "
-                f"in flight {in_flight} stored {terminal} worker RSS {rss / 1e6:.0f} MB"
+                f"in flight {in_flight} stored {terminal} worker RSS {rss / 1e6:.0f} MB, "
+                f"poll queue {queued}"
             )
         if terminal >= n:
             break
@@ -740,6 +758,14 @@ def figure3(ctx: Ctx, bg: Fig3Background) -> dict[str, Any]:
     out["at"] = {str(k): v for k, v in at.items()}
     out["samples"] = samples[:: max(1, len(samples) // 200)]
     out["stored"] = terminal
+    out["poll_seq"] = {
+        str(seq): int(count)
+        for seq, count in stack.sql(
+            "select poll_seq, count(*) from flexpipe_jobs where bulk_id = any(:b) "
+            "group by 1 order by 1",
+            b=bulk_ids,
+        )
+    }
     out.update(fig3_checks(stack, emu, n, bulk_ids))
     ctx.log(
         f"fig 3: peak in flight {peak}, stored {out['stored_rows']}/{n} in "
@@ -747,6 +773,20 @@ def figure3(ctx: Ctx, bg: Fig3Background) -> dict[str, Any]:
         f"GETs/job {out['polls_p50']:.1f}, peak RSS {out['peak_rss'] / 1e6:.0f} MB"
     )
     return out
+
+
+def _queue_length(queue: str) -> Callable[[], int]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+
+    def length() -> int:
+        try:
+            return int(client.llen(queue))
+        except redis.RedisError:
+            return -1
+
+    return length
 
 
 def _live(emu: Emulator, tag: str) -> int:

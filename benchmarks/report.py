@@ -236,10 +236,16 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
             "0 / 0 / 1.00",
             _status(dup_ok),
         ))  # fmt: skip
+        stored = f"{f3['stored_rows']:,}/{n:,} in {f3['elapsed']:.0f} s"
+        if f3.get("stalled"):
+            queued = max((s[5] for s in f3.get("samples", []) if len(s) > 5), default=-1)
+            stored = (
+                f"{f3['stored_rows']:,}/{n:,}: stalled (none stored for "
+                f"{results['plan']['f3_stall']:.0f} s; poll queue up to {queued:,})"
+            )
         out.append((
             "3. all stored (GETs/job median, p95)",
-            f"{f3['stored_rows']:,}/{n:,} in {f3['elapsed']:.0f} s "
-            f"({f3['polls_p50']:.0f}, {f3['polls_p95']:.0f})",
+            f"{stored} ({f3['polls_p50']:.0f}, {f3['polls_p95']:.0f})",
             "—",
             "—",
             "all",

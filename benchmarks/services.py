@@ -167,7 +167,8 @@ def drop_database(name: str) -> None:
 
 
 def delete_redis_keys(*fragments: str) -> None:
-    """Delete the keys of our queues (every key that contains one of ``fragments``)."""
+    """Delete the keys of our queues (every key of our Redis database that contains one
+    of ``fragments``; ``*`` for all of them: the database is the benchmark's own)."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
@@ -358,8 +359,9 @@ class BlockingWorker:
                 argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
-        cleanup.push("blocking worker", self.stop)
+        # Last in, first out: the worker stops (and gives back what it prefetched) first.
         cleanup.push("blocking queues", lambda: delete_redis_keys(self.suffix))
+        cleanup.push("blocking worker", self.stop)
         wait_for_worker(self.node, self.worker, self.log_path)
         return self
 
