@@ -834,8 +834,12 @@ class Store:
         """Claim polls to send: parked ones due within ``horizon`` s, and lost chains.
 
         Returns ``(job_id, seq, delay)``: send poll ``seq`` in ``delay`` s (0 for a chain
-        presumed lost, i.e. a poll ``overdue_after`` s late). Claiming bumps the fencing
-        number, so a late message of an old chain stops when it runs.
+        presumed lost, i.e. a poll ``overdue_after`` s late). The fencing number is *not*
+        bumped: if the "lost" message is only late (a backed-up queue), whichever of the two
+        runs first polls and moves the chain on, and the other finds itself stale and stops
+        without a read. (Bumping here made every late message stale, and under a backlog
+        longer than ``overdue_after`` each revival was itself revived: a livelock.) A lost
+        chain's ``next_poll_at`` moves to now, so it is revived at most once per period.
         """
         now = self.now()
         lost_before = now - timedelta(seconds=overdue_after)
@@ -847,18 +851,17 @@ class Store:
             jobs.c.next_poll_at <= lost_before,
         )
         query = (
-            sa.select(jobs.c.id, jobs.c.parked, jobs.c.next_poll_at)
+            sa.select(jobs.c.id, jobs.c.parked, jobs.c.next_poll_at, jobs.c.poll_seq)
             .where(jobs.c.status.in_(_IN_FLIGHT), due)
             .order_by(jobs.c.next_poll_at)
             .limit(limit)
         )
         if self._postgres:
             query = query.with_for_update(skip_locked=True)
-        taken: list[tuple[str, int, float]] = []
         with self.engine.begin() as conn:
             rows = conn.execute(query).all()
             if not rows:
-                return taken
+                return []
             parked = [r.id for r in rows if r.parked]
             lost = [r.id for r in rows if not r.parked]
             if parked:
@@ -866,21 +869,22 @@ class Store:
                 conn.execute(
                     jobs.update()
                     .where(jobs.c.id.in_(parked))
-                    .values(poll_seq=jobs.c.poll_seq + 1, parked=False, updated_at=now)
+                    .values(parked=False, updated_at=now)
                 )
             if lost:
                 conn.execute(
                     jobs.update()
                     .where(jobs.c.id.in_(lost))
-                    .values(poll_seq=jobs.c.poll_seq + 1, next_poll_at=now, updated_at=now)
+                    .values(next_poll_at=now, updated_at=now)
                 )
-            ids = [r.id for r in rows]
-            due_at = {r.id: _aware(r.next_poll_at) for r in rows}
-            seqs = conn.execute(sa.select(jobs.c.id, jobs.c.poll_seq).where(jobs.c.id.in_(ids)))
-            for row in seqs:
-                delay = max(0.0, (due_at[row.id] - now).total_seconds())
-                taken.append((row.id, row.poll_seq, delay if row.id in parked else 0.0))
-        return taken
+        return [
+            (
+                r.id,
+                int(r.poll_seq),
+                max(0.0, (_aware(r.next_poll_at) - now).total_seconds()) if r.parked else 0.0,
+            )
+            for r in rows
+        ]
 
     def take_stale_pending(self, *, stale_after: float, limit: int) -> list[str]:
         """Pending jobs whose submit message was sent ``stale_after`` s ago and never ran."""
