@@ -85,7 +85,7 @@ def configure(celery_app: Celery, settings: Settings) -> Celery:
         worker_prefetch_multiplier=4,
         worker_eta_task_limit=settings.worker_eta_task_limit,
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=settings.task_sent_events,
         worker_hijack_root_logger=False,
         beat_schedule=beat_schedule(settings),
         include=["tasks.steps", "tasks.sweeper", "tasks.schedule", *settings.import_list],

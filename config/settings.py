@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     visibility_timeout: float = Field(3600.0, gt=0)
     worker_eta_task_limit: int = Field(20_000, gt=0)
     worker_concurrency: int | None = None
+    #: Also publish a task-sent event beside every task message (Flower's "sent" state);
+    #: it doubles the publishes of an enqueue, so it is off unless asked for.
+    task_sent_events: bool = False
     #: Comma-separated modules the worker also imports (e.g. your callback tasks).
     imports: str = ""
     #: Queue for callbacks whose signature names none ("celery": any Celery app's default).
