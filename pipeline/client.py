@@ -11,9 +11,13 @@ from __future__ import annotations
 import email.utils
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
+if TYPE_CHECKING:
+    import openai
+
+# ``openai`` is imported where it is first used, not here: a worker's main process and beat
+# import this module but never call the provider, and the SDK costs ~47 MB of RSS each.
 
 from pipeline import errors
 from pipeline.models import JOB_ID_METADATA_KEY, JobRequest, Usage
@@ -61,6 +65,8 @@ class FlexClient:
     ) -> None:
         self.base_url = base_url
         self._blocking_timeout = blocking_timeout
+        import openai
+
         self._sdk = openai.OpenAI(
             base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
         )
@@ -68,6 +74,8 @@ class FlexClient:
     def create(self, job_id: str, request: JobRequest, *, attempt: int = 1) -> ProviderResponse:
         """Send one request; background mode returns at once, blocking mode when done."""
         blocking = request.mode == "blocking"
+        import openai
+
         params: dict[str, Any] = {
             "model": request.model,
             "input": request.input,
@@ -105,6 +113,8 @@ class FlexClient:
 
     def retrieve(self, response_id: str) -> ProviderResponse:
         """Read a response by id."""
+        import openai
+
         try:
             response = self._sdk.responses.retrieve(response_id)
         except openai.OpenAIError as exc:
@@ -113,6 +123,8 @@ class FlexClient:
 
     def cancel(self, response_id: str) -> ProviderResponse:
         """Cancel a background response; raises ``RequestRejected`` where there is no cancel."""
+        import openai
+
         try:
             response = self._sdk.responses.cancel(response_id)
         except openai.OpenAIError as exc:
@@ -177,6 +189,8 @@ def translate_error(exc: openai.OpenAIError, *, reading: bool) -> errors.Provide
     ``reading`` is True for reads by id, where 404 means "not visible (yet)" and is worth
     retrying a bounded number of times; on create a 404 means a wrong model or URL.
     """
+    import openai
+
     if isinstance(exc, openai.APITimeoutError):
         return errors.ProviderUnreachable(f"provider timed out: {exc.message}")
     if isinstance(exc, openai.APIConnectionError):
