@@ -124,7 +124,7 @@ class Flow:
                 return Next("stop", reason="unknown job")
             return Next("stop", reason=f"job is {existing.status.value}, not pending")
         if _past(job.deadline_at, self.store.now()):
-            return self._finish_failed(job, JobStatus.EXPIRED, "deadline", "deadline passed")
+            return self.expire(job.id)  # expired, or escalated if the job asked for it
         wait = self.limiter.acquire(job.id, job.request.model)
         if wait > 0:
             # Over a shared limit: wait as pending in SQL, not in this worker's memory.
@@ -223,7 +223,9 @@ class Flow:
             self.settings.lost_response == "resubmit"
             and job.attempt < self.settings.max_attempts
         ):
-            attempt = self.store.restart(job.id, reason=message, only_from=IN_FLIGHT)
+            attempt = self.store.restart(
+                job.id, reason=message, only_from=IN_FLIGHT, expected_attempt=job.attempt
+            )
             if attempt is None:
                 return Next("stop", reason="job changed meanwhile")
             log.warning("job %s: %s; resubmitting as attempt %d", job.id, message, attempt)
@@ -323,6 +325,7 @@ class Flow:
             reason=f"deadline passed on flex; escalated to {self.settings.escalate_to}",
             tier=self.settings.escalate_to,
             deadline_at=deadline,
+            expected_attempt=job.attempt,
         )
         if attempt is None:
             return Next("stop", reason="job changed meanwhile")
@@ -362,7 +365,10 @@ class Flow:
     def _retry_invalid(self, job: Job, problem: str) -> Next:
         """Keep the invalid answer's attempt in the history and ask the provider again."""
         attempt = self.store.restart(
-            job.id, reason=f"{INVALID_OUTPUT}: {problem}", only_from=IN_FLIGHT
+            job.id,
+            reason=f"{INVALID_OUTPUT}: {problem}",
+            only_from=IN_FLIGHT,
+            expected_attempt=job.attempt,
         )
         if attempt is None:
             return Next("stop", reason="job changed meanwhile")

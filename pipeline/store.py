@@ -736,14 +736,17 @@ class Store:
         tier: str | None = None,
         deadline_at: datetime | None = None,
         only_from: Iterable[JobStatus] | None = None,
+        expected_attempt: int | None = None,
     ) -> int | None:
         """Start a new attempt of a job: back to ``pending`` with ``attempt + 1``.
 
         The current attempt's row in ``flexpipe_attempts`` keeps its response id and gets
         ``reason``; the job forgets its response id and any live poll chain (the fencing
         number moves on). ``tier`` changes the service tier (escalation). ``only_from``
-        limits the statuses a job may be restarted from. Returns the new attempt number,
-        or None if the job was not in an allowed status.
+        limits the statuses a job may be restarted from; ``expected_attempt`` makes the
+        restart happen only if the job is still on that attempt (two steps that both saw
+        a reason to restart it then restart it once). Returns the new attempt number, or
+        None if the job was not in an allowed status or attempt.
         """
         now = self.now()
         allowed = [s.value for s in (only_from or JobStatus)]
@@ -755,6 +758,8 @@ class Store:
             ).first()
             if row is None:
                 raise JobNotFound(f"no job with id {job_id!r}")
+            if expected_attempt is not None and row.attempt != expected_attempt:
+                return None
             values: dict[str, Any] = {
                 "status": JobStatus.PENDING.value,
                 "attempt": row.attempt + 1,
