@@ -19,7 +19,14 @@ calls = sa.Table(
 )
 
 
-@app.task(name="tests.record_callback")
+@app.task(
+    name="tests.record_callback",
+    # Like any app's callback, retry while the database is away (the fault suite kills it).
+    autoretry_for=(sa.exc.OperationalError,),
+    retry_backoff=0.2,
+    retry_backoff_max=2,
+    max_retries=30,
+)
 def record_callback(job_id: str, note: str = "") -> None:
     engine = runtime().store.engine
     with engine.begin() as conn:
