@@ -323,10 +323,16 @@ def test_tasks_show_flexpipe_names_and_job_ids_only(
     missing = f"job {job_id}'s tasks are not all in /api/tasks"
     ours = wait_for(flower, missing, finished_tasks_of_job)
     for task in ours.values():
-        assert task["name"] in {"flexpipe.submit", "flexpipe.poll", "tests.record_callback"}
         args = ast.literal_eval(task["args"])
-        assert args[0] == job_id, task
-        assert all(isinstance(arg, int) for arg in args[1:]), task  # poll seq, failure count
+        if task["name"] == "flexpipe.poll_many":
+            # On a busy machine the sweeper may find a poll overdue and send it in a group:
+            # then the arguments are [[job id, poll seq], ...], ids and numbers still.
+            assert job_id in [entry[0] for entry in args[0]], task
+            assert all(isinstance(i, str) and isinstance(n, int) for i, n in args[0]), task
+        else:
+            assert task["name"] in {"flexpipe.submit", "flexpipe.poll", "tests.record_callback"}
+            assert args[0] == job_id, task
+            assert all(isinstance(arg, int) for arg in args[1:]), task  # poll seq, failures
         assert ast.literal_eval(task["kwargs"]) == {}, task
         if task.get("worker"):
             assert task["worker"].startswith(f"{flower_stack.node}@"), task
