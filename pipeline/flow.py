@@ -342,11 +342,11 @@ class Flow:
         retry_invalid: bool = True,
     ) -> Next:
         outcome = outcome_from(job, response)
-        if counted_poll:
-            self.store.count_poll(job.id)
         if retry_invalid and outcome.error_code == INVALID_OUTPUT and self._may_retry(job):
+            if counted_poll:
+                self.store.count_poll(job.id)
             return self._retry_invalid(job, outcome.error_message or "")
-        return self._done(job, self.store.finish(job.id, outcome))
+        return self._done(job, self.store.finish(job.id, outcome, polled=counted_poll))
 
     def _may_retry(self, job: Job) -> bool:
         """Whether invalid output may be asked for again: earlier invalid-output attempts

@@ -69,6 +69,22 @@ def retrying(method: Callable[P, R]) -> Callable[P, R]:
 _IN_FLIGHT = [s.value for s in IN_FLIGHT]
 
 
+def _one_of(column: sa.ColumnElement[str], values: Sequence[str]) -> sa.ColumnElement[bool]:
+    """``column IN ('a', 'b')`` with the constants in the SQL text: the statement is cached
+    whole, with no expanding bind to rewrite on every call (our own status names only)."""
+    return column.in_([sa.literal_column(f"'{v}'") for v in values])
+
+
+def _present(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """True if a JSON column holds a value: Python None is stored as JSON ``null``."""
+    return sa.and_(column.is_not(None), sa.cast(column, sa.Text) != "null")
+
+
+_LIVE_STATUS = _one_of(jobs.c.status, _LIVE)
+_IN_FLIGHT_STATUS = _one_of(jobs.c.status, _IN_FLIGHT)
+_GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))
+
+
 def new_id() -> str:
     """A new job id: 32 hex characters."""
     return uuid.uuid4().hex
@@ -147,6 +163,7 @@ class Store:
         self.db_retry_s = db_retry_s
         self._clock = clock or (lambda: datetime.now(UTC))
         self._postgres = engine.dialect.name == "postgresql"
+        self._upsert_result = _upsert_result(engine.dialect.name)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Store:
@@ -371,7 +388,7 @@ class Store:
 
     def get_job(self, job_id: str) -> Job | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            row = conn.execute(_GET_JOB, {"job_id": job_id}).mappings().first()
         return None if row is None else _job(row)
 
     def require_job(self, job_id: str) -> Job:
@@ -437,19 +454,21 @@ class Store:
             else_=now + timedelta(seconds=lease_s),
         )
         with self.engine.begin() as conn:
-            claimed = conn.execute(
-                jobs.update()
-                .where(
-                    jobs.c.id == job_id,
-                    jobs.c.status == JobStatus.PENDING.value,
-                    sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+            row = (
+                conn.execute(
+                    jobs.update()
+                    .where(
+                        jobs.c.id == job_id,
+                        jobs.c.status == JobStatus.PENDING.value,
+                        sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+                    )
+                    .values(lease_until=lease_until, updated_at=now)
+                    .returning(*jobs.c)
                 )
-                .values(lease_until=lease_until, updated_at=now)
-            ).rowcount
-            if not claimed:
-                return None
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
-        return _job(row)
+                .mappings()
+                .first()
+            )
+        return None if row is None else _job(row)
 
     @retrying
     def release_submit(self, job_id: str) -> None:
@@ -520,7 +539,7 @@ class Store:
         """Record the provider's response id; return the poll chain's fencing number."""
         now = self.now()
         with self.engine.begin() as conn:
-            updated = conn.execute(
+            seq = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PENDING.value)
                 .values(
@@ -534,8 +553,9 @@ class Store:
                     parked=parked,
                     updated_at=now,
                 )
-            ).rowcount
-            if not updated:
+                .returning(jobs.c.poll_seq)
+            ).scalar()
+            if seq is None:
                 # Already recorded (a retry after a commit whose reply was lost)?
                 mine = conn.execute(
                     sa.select(jobs.c.poll_seq).where(
@@ -553,10 +573,7 @@ class Store:
                     submitted_at=now,
                 )
             )
-            seq: int = conn.execute(
-                sa.select(jobs.c.poll_seq).where(jobs.c.id == job_id)
-            ).scalar_one()
-        return seq
+        return int(seq)
 
     # -- poll ------------------------------------------------------------------------------
 
@@ -590,7 +607,7 @@ class Store:
                 .where(
                     jobs.c.id == job_id,
                     jobs.c.poll_seq == seq,
-                    jobs.c.status.in_(_IN_FLIGHT),
+                    _IN_FLIGHT_STATUS,
                 )
                 .values(**values)
             ).rowcount
@@ -606,9 +623,9 @@ class Store:
     # -- finish ----------------------------------------------------------------------------
 
     @retrying
-    def finish(self, job_id: str, outcome: Outcome) -> Finished | None:
+    def finish(self, job_id: str, outcome: Outcome, *, polled: bool = False) -> Finished | None:
         """Store a terminal outcome, the job's status and its bulk's counters in one
-        transaction.
+        transaction; ``polled`` counts the provider read that saw the outcome.
 
         Returns :class:`Finished` if this call moved the job to its terminal status; None
         if it was already terminal (then nothing is written: a second store changes nothing).
@@ -617,59 +634,60 @@ class Store:
             raise ValueError(f"{outcome.status} is not terminal")
         now = self.now()
         usage = outcome.usage or Usage()
+        values: dict[str, Any] = {
+            "status": outcome.status.value,
+            "finished_at": now,
+            "error_code": outcome.error_code,
+            "error_message": outcome.error_message,
+            "next_poll_at": None,
+            "parked": False,
+            "lease_until": None,
+            "callback_due_at": sa.case((_present(jobs.c.callback), now), else_=None),
+            "updated_at": now,
+        }
+        if polled:
+            values["poll_count"] = jobs.c.poll_count + 1
         with self.engine.begin() as conn:
             row = conn.execute(
-                sa.select(
-                    jobs.c.callback, jobs.c.submitted_at, jobs.c.attempt, jobs.c.bulk_id
-                ).where(jobs.c.id == job_id)
+                jobs.update()
+                .where(jobs.c.id == job_id, _LIVE_STATUS)
+                .values(values)
+                .returning(jobs.c.submitted_at, jobs.c.attempt, jobs.c.bulk_id)
             ).first()
             if row is None:
-                raise JobNotFound(f"no job with id {job_id!r}")
-            updated = conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.status.in_(_LIVE))
-                .values(
-                    status=outcome.status.value,
-                    finished_at=now,
-                    error_code=outcome.error_code,
-                    error_message=outcome.error_message,
-                    next_poll_at=None,
-                    parked=False,
-                    lease_until=None,
-                    callback_due_at=now if row.callback else None,
-                    updated_at=now,
-                )
-            ).rowcount
-            if not updated:
+                if conn.execute(_GET_JOB, {"job_id": job_id}).first() is None:
+                    raise JobNotFound(f"no job with id {job_id!r}")
                 return None
             latency = None
             if outcome.provider_completed_at and row.submitted_at:
                 submitted = _aware(row.submitted_at)
                 latency = max(0.0, (outcome.provider_completed_at - submitted).total_seconds())
-            conn.execute(results.delete().where(results.c.job_id == job_id))
-            conn.execute(
-                results.insert().values(
-                    job_id=job_id,
-                    status=outcome.status.value,
-                    response_id=outcome.response_id,
-                    output_text=outcome.output_text,
-                    output=outcome.output,
-                    parsed=outcome.parsed,
-                    input_tokens=usage.input_tokens,
-                    cached_tokens=usage.cached_tokens,
-                    output_tokens=usage.output_tokens,
-                    reasoning_tokens=usage.reasoning_tokens,
-                    total_tokens=usage.total_tokens,
-                    served_tier=outcome.served_tier,
-                    error_code=outcome.error_code,
-                    error_message=outcome.error_message,
-                    incomplete_reason=outcome.incomplete_reason,
-                    provider_created_at=outcome.provider_created_at,
-                    provider_completed_at=outcome.provider_completed_at,
-                    latency_s=latency,
-                    stored_at=now,
-                )
-            )
+            result = {
+                "job_id": job_id,
+                "status": outcome.status.value,
+                "response_id": outcome.response_id,
+                "output_text": outcome.output_text,
+                "output": outcome.output,
+                "parsed": outcome.parsed,
+                "input_tokens": usage.input_tokens,
+                "cached_tokens": usage.cached_tokens,
+                "output_tokens": usage.output_tokens,
+                "reasoning_tokens": usage.reasoning_tokens,
+                "total_tokens": usage.total_tokens,
+                "served_tier": outcome.served_tier,
+                "error_code": outcome.error_code,
+                "error_message": outcome.error_message,
+                "incomplete_reason": outcome.incomplete_reason,
+                "provider_created_at": outcome.provider_created_at,
+                "provider_completed_at": outcome.provider_completed_at,
+                "latency_s": latency,
+                "stored_at": now,
+            }
+            if self._upsert_result is None:  # neither PostgreSQL nor SQLite
+                conn.execute(results.delete().where(results.c.job_id == job_id))
+                conn.execute(results.insert(), result)
+            else:  # an earlier attempt's result (``flexpipe retry``) is replaced
+                conn.execute(self._upsert_result, result)
             conn.execute(
                 attempts.update()
                 .where(attempts.c.job_id == job_id, attempts.c.attempt == row.attempt)
@@ -689,31 +707,30 @@ class Store:
         conn: sa.Connection, job_id: str, bulk_id: str, status: JobStatus, now: datetime
     ) -> Finished:
         counter = bulks.c[status.value]
-        conn.execute(
+        counts = conn.execute(
             bulks.update()
             .where(bulks.c.id == bulk_id)
             .values({bulks.c.done: bulks.c.done + 1, counter: counter + 1})
-        )
-        # Whichever job brings ``done`` to ``total`` finishes the bulk: exactly one does,
-        # because the row lock orders the increments.
-        finished = conn.execute(
+            .returning(bulks.c.done, bulks.c.total, bulks.c.finished_at)
+        ).first()
+        if counts is None or counts.done < counts.total or counts.finished_at is not None:
+            return Finished(job_id, bulk_id)
+        # This job brought ``done`` to ``total``: it finishes the bulk. Exactly one job
+        # does, because the row lock taken above orders the increments.
+        on_complete = conn.execute(
             bulks.update()
-            .where(
-                bulks.c.id == bulk_id,
-                bulks.c.done >= bulks.c.total,
-                bulks.c.finished_at.is_(None),
-            )
+            .where(bulks.c.id == bulk_id, bulks.c.finished_at.is_(None))
             .values(
                 finished_at=now,
-                on_complete_due_at=sa.case((bulks.c.on_complete.is_(None), None), else_=now),
+                on_complete_due_at=sa.case((_present(bulks.c.on_complete), now), else_=None),
             )
-        ).rowcount
-        if not finished:
+            .returning(bulks.c.on_complete)
+        ).first()
+        if on_complete is None:
             return Finished(job_id, bulk_id)
-        on_complete = conn.execute(
-            sa.select(bulks.c.on_complete).where(bulks.c.id == bulk_id)
-        ).scalar_one()
-        return Finished(job_id, bulk_id, bulk_on_complete=on_complete, bulk_finished=True)
+        return Finished(
+            job_id, bulk_id, bulk_on_complete=on_complete[0], bulk_finished=True
+        )
 
     @retrying
     def callback_sent(self, job_id: str) -> None:
@@ -946,6 +963,23 @@ class Store:
                     .values(callback_due_at=now)
                 )
         return rows
+
+
+def _upsert_result(dialect: str) -> sa.Insert | None:
+    """``INSERT ... ON CONFLICT (job_id) DO UPDATE`` for results, where the dialect has it."""
+    insert: Any
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        return None
+    statement = insert(results)
+    changed = {c.name: statement.excluded[c.name] for c in results.c if c.name != "job_id"}
+    upsert: sa.Insert = statement.on_conflict_do_update(
+        index_elements=[results.c.job_id], set_=changed
+    )
+    return upsert
 
 
 def _aware(value: datetime | None) -> datetime:

@@ -215,3 +215,20 @@ def test_empty_bulk_is_finished_at_once(store: Store) -> None:
     assert pairs == []
     bulk = store.get_bulk(bulk_id)
     assert bulk is not None and bulk.finished and bulk.total == 0
+
+
+def test_no_callback_and_no_on_complete_are_never_due(tmp_path) -> None:
+    """A job without a callback and a bulk without ``on_complete`` leave nothing for the
+    sweeper to send: None is stored as JSON ``null``, which must not count as a callback."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    store = Store.from_url(f"sqlite:///{tmp_path / 'clock.db'}")
+    store._clock = lambda: now[0]
+    store.create_tables()
+    job_id, _ = store.add_job(_job())
+    _bulk_id, pairs = store.add_bulk([_job(), _job()], name=None, on_complete=None)
+    for one in [job_id] + [j for j, _ in pairs]:
+        assert store.finish(one, Outcome(status=JobStatus.COMPLETED)) is not None
+    now[0] += timedelta(seconds=600)
+    assert store.take_due_callbacks(overdue_after=5, limit=5) == []
+    assert store.take_due_bulk_callbacks(overdue_after=5, limit=5) == []
+    store.dispose()
