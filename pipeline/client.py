@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,10 @@ class FlexClient:
         self._sdk = openai.OpenAI(
             base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
         )
+        # The SDK sends, authenticates, retries and raises as usual; we read the JSON body
+        # ourselves instead of building its pydantic ``Response`` model, which cost about a
+        # third of each call's CPU (BENCHMARKS.md, figure 1).
+        self._responses = self._sdk.responses.with_raw_response
 
     def create(self, job_id: str, request: JobRequest, *, attempt: int = 1) -> ProviderResponse:
         """Send one request; background mode returns at once, blocking mode when done."""
@@ -102,80 +107,107 @@ class FlexClient:
         headers = {"Idempotency-Key": f"flexpipe-{job_id}-{attempt}"}
         try:
             if blocking:
-                response = self._sdk.responses.create(
+                raw = self._responses.create(
                     **params, extra_headers=headers, timeout=self._blocking_timeout
                 )
             else:
-                response = self._sdk.responses.create(**params, extra_headers=headers)
+                raw = self._responses.create(**params, extra_headers=headers)
         except openai.OpenAIError as exc:
             raise translate_error(exc, reading=False) from exc
-        return parse_response(response)
+        return _parse_raw(raw)
 
     def retrieve(self, response_id: str) -> ProviderResponse:
         """Read a response by id."""
         import openai
 
         try:
-            response = self._sdk.responses.retrieve(response_id)
+            raw = self._responses.retrieve(response_id)
         except openai.OpenAIError as exc:
             raise translate_error(exc, reading=True) from exc
-        return parse_response(response)
+        return _parse_raw(raw)
 
     def cancel(self, response_id: str) -> ProviderResponse:
         """Cancel a background response; raises ``RequestRejected`` where there is no cancel."""
         import openai
 
         try:
-            response = self._sdk.responses.cancel(response_id)
+            raw = self._responses.cancel(response_id)
         except openai.OpenAIError as exc:
             raise translate_error(exc, reading=False) from exc
-        return parse_response(response)
+        return _parse_raw(raw)
 
     def close(self) -> None:
         self._sdk.close()
 
 
-def parse_response(response: Any) -> ProviderResponse:
-    """Reduce an SDK ``Response`` to a :class:`ProviderResponse` (full detail if terminal)."""
-    status = str(response.status or "")
+def _parse_raw(raw: Any) -> ProviderResponse:
+    """Parse the body of an SDK raw response; a body that is not a response object is a
+    provider fault (retried like a 5xx), not a crash."""
+    try:
+        data = json.loads(raw.content)
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise ValueError("not a response object")
+        return parse_response(data)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise errors.ProviderUnavailable(
+            f"the provider answered {raw.status_code} with an unreadable body ({exc})"
+        ) from exc
+
+
+def parse_response(data: dict[str, Any]) -> ProviderResponse:
+    """Reduce a Responses API ``response`` object (JSON) to a :class:`ProviderResponse`
+    (full detail if terminal)."""
+    status = str(data.get("status") or "")
     if status not in _TERMINAL:
-        return ProviderResponse(id=response.id, status=status, served_tier=response.service_tier)
-    items = list(response.output or [])
-    truncated = any(
-        getattr(item, "type", None) == "message" and getattr(item, "status", None) == "incomplete"
-        for item in items
-    )
-    error = response.error
-    incomplete = response.incomplete_details
+        return ProviderResponse(id=data["id"], status=status, served_tier=data.get("service_tier"))
+    items = [item for item in data.get("output") or [] if isinstance(item, dict)]
+    texts: list[str] = []
+    truncated = False
+    for item in items:
+        if item.get("type") != "message":
+            continue
+        truncated = truncated or item.get("status") == "incomplete"
+        for content in item.get("content") or []:
+            if isinstance(content, dict) and content.get("type") == "output_text":
+                texts.append(str(content.get("text") or ""))
+    error = _object(data.get("error"), "message")
+    incomplete = _object(data.get("incomplete_details"), "reason")
     return ProviderResponse(
-        id=response.id,
+        id=data["id"],
         status=status,
-        output_text=response.output_text,
-        output=[item.model_dump(mode="json", exclude_unset=True) for item in items],
-        usage=_usage(response.usage),
-        served_tier=response.service_tier,
-        error_code=None if error is None else str(getattr(error, "code", None) or "error"),
-        error_message=None if error is None else str(getattr(error, "message", "") or ""),
-        incomplete_reason=None if incomplete is None else getattr(incomplete, "reason", None),
+        output_text="".join(texts),
+        output=items,
+        usage=_usage(data.get("usage")),
+        served_tier=data.get("service_tier"),
+        error_code=None if error is None else str(error.get("code") or "error"),
+        error_message=None if error is None else str(error.get("message") or ""),
+        incomplete_reason=None if incomplete is None else incomplete.get("reason"),
         truncated=truncated,
-        created_at=_float(response.created_at),
-        completed_at=_float(getattr(response, "completed_at", None)),
+        created_at=_float(data.get("created_at")),
+        completed_at=_float(data.get("completed_at")),
     )
+
+
+def _object(value: Any, key: str) -> dict[str, Any] | None:
+    """A nested object of the response; a bare string from a lax provider becomes ``{key: it}``."""
+    if not value:
+        return None
+    return value if isinstance(value, dict) else {key: str(value)}
 
 
 def _usage(usage: Any) -> Usage | None:
-    if usage is None:
+    if not isinstance(usage, dict):
         return None
-    input_details = getattr(usage, "input_tokens_details", None)
-    output_details = getattr(usage, "output_tokens_details", None)
-    input_tokens = int(getattr(usage, "input_tokens", 0) or 0)
-    output_tokens = int(getattr(usage, "output_tokens", 0) or 0)
+    input_details = usage.get("input_tokens_details") or {}
+    output_details = usage.get("output_tokens_details") or {}
+    input_tokens = int(usage.get("input_tokens") or 0)
+    output_tokens = int(usage.get("output_tokens") or 0)
     return Usage(
         input_tokens=input_tokens,
-        cached_tokens=int(getattr(input_details, "cached_tokens", 0) or 0),
+        cached_tokens=int(input_details.get("cached_tokens") or 0),
         output_tokens=output_tokens,
-        reasoning_tokens=int(getattr(output_details, "reasoning_tokens", 0) or 0),
-        total_tokens=int(getattr(usage, "total_tokens", 0) or (input_tokens + output_tokens)),
+        reasoning_tokens=int(output_details.get("reasoning_tokens") or 0),
+        total_tokens=int(usage.get("total_tokens") or (input_tokens + output_tokens)),
     )
 
 
