@@ -27,7 +27,9 @@ def sweep() -> dict[str, int]:
     """One sweep; returns counts of what it did."""
     rt = runtime()
     settings, store, flow = rt.settings, rt.store, rt.flow
-    counts = {"polls": 0, "submits": 0, "expired": 0, "callbacks": 0, "bulk_callbacks": 0}
+    counts = dict.fromkeys(
+        ["polls", "submits", "expired", "escalated", "callbacks", "bulk_callbacks"], 0
+    )
 
     due = store.take_due_polls(
         overdue_after=settings.poll_overdue_after, horizon=settings.sweep_interval, limit=BATCH
@@ -53,7 +55,9 @@ def sweep() -> dict[str, int]:
         step = flow.expire(job.id)
         if step.kind == "done":
             counts["expired"] += 1
-            follow(job.id, step)
+        elif step.kind == "submit":  # escalated: its new attempt must be sent
+            counts["escalated"] += 1
+        follow(job.id, step)
 
     for job_id, callback in store.take_due_callbacks(
         overdue_after=settings.callback_overdue_after, limit=BATCH
