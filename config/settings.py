@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     poll_first_quantile: float = Field(0.15, gt=0, lt=1)
     poll_min_samples: int = Field(20, ge=2)
     learn_latency: bool = True
+    #: How often each worker process re-reads learned latencies from SQL (real seconds).
+    estimate_refresh: float = Field(30.0, gt=0)
     park_after: float = Field(30.0, gt=0)
 
     # Retries of transient provider errors
@@ -195,6 +197,7 @@ class Settings(BaseSettings):
             invalid_output_retries=self.invalid_output_retries,
             escalate_deadline=self.deadline_priority * scale,
             learn_latency=self.learn_latency,
+            estimate_refresh=self.estimate_refresh,
         )
 
 

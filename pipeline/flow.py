@@ -108,7 +108,9 @@ class Flow:
         self.limiter: Limiter = limiter or NoLimits()
         self.settings = settings or FlowSettings()
         self._rng = rng or random.Random()
-        self._estimates = _EstimateCache(store, self.settings.estimate_refresh)
+        self._estimates = _EstimateCache(
+            store, self.settings.estimate_refresh, self.settings.poll.min_samples
+        )
 
     # -- submit ----------------------------------------------------------------------------
 
@@ -446,11 +448,18 @@ def _from_epoch(value: float | None) -> datetime | None:
 
 
 class _EstimateCache:
-    """Per-process cache of latency estimates per (model, tier), refreshed from SQL."""
+    """Per-process cache of latency estimates per (model, tier), refreshed from SQL.
 
-    def __init__(self, store: Store, refresh: float) -> None:
+    The sample is the jobs submitted last *before* the current estimate's 95th percentile
+    ago: nearly all of those have finished, so the fit is not skewed towards a running
+    batch's quick jobs (the few still waiting enter the fit as censored values). An
+    estimate from fewer than ``min_samples`` jobs is re-read sooner (``refresh / 6``).
+    """
+
+    def __init__(self, store: Store, refresh: float, min_samples: int = 20) -> None:
         self._store = store
         self._refresh = refresh
+        self._min_samples = min_samples
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[float, LatencyEstimate | None]] = {}
 
@@ -459,9 +468,19 @@ class _EstimateCache:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(key)
-        if cached is not None and now - cached[0] < self._refresh:
-            return cached[1]
-        estimate = LatencyEstimate.fit(self._store.latency_samples(model, tier))
+        if cached is not None:
+            read_at, estimate = cached
+            weak = estimate is None or estimate.samples < self._min_samples
+            if now - read_at < (self._refresh / 6 if weak else self._refresh):
+                return estimate
+        previous = cached[1] if cached is not None else None
+        before = None
+        if previous is not None and previous.samples >= self._min_samples:
+            before = self._store.now() - timedelta(seconds=previous.quantile(0.95))
+        finished, waiting = self._store.latency_samples(model, tier, submitted_before=before)
+        estimate = LatencyEstimate.fit(finished, waiting)
+        if estimate is None and before is not None:
+            estimate = previous  # nothing older than the horizon yet: keep what we had
         with self._lock:
             self._cache[key] = (now, estimate)
         return estimate

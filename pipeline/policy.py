@@ -30,13 +30,53 @@ class LatencyEstimate:
         return self.median * math.exp(_NORMAL.inv_cdf(q) * self.sigma)
 
     @classmethod
-    def fit(cls, latencies: list[float]) -> LatencyEstimate | None:
+    def fit(
+        cls, latencies: list[float], waiting: list[float] | None = None
+    ) -> LatencyEstimate | None:
+        """Fit ``latencies`` of finished jobs, and ``waiting``: how long jobs of the same
+        sample still at the provider have waited so far (their latency is longer).
+
+        Leaving the waiting jobs out would bias the fit short whenever a batch is in
+        flight (its quick jobs finish first), so they enter as right-censored values:
+        the maximum-likelihood lognormal, found by expectation-maximisation on the logs.
+        ``samples`` counts finished jobs only.
+        """
         values = [math.log(x) for x in latencies if x > 0]
         if len(values) < 2:
             return None
         mean = sum(values) / len(values)
         var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+        censored = [math.log(x) for x in waiting or () if x > 0]
+        if censored:
+            mean, var = _censored_normal(values, censored, mean, max(var, 1e-4))
         return cls(median=math.exp(mean), sigma=math.sqrt(var), samples=len(values))
+
+
+def _censored_normal(
+    observed: list[float], censored: list[float], mean: float, var: float
+) -> tuple[float, float]:
+    """EM for a normal sample where ``censored`` values are lower bounds; returns
+    (mean, variance) from the starting point ``mean, var`` (the observed values' fit)."""
+    n = len(observed) + len(censored)
+    sum1 = sum(observed)
+    sum2 = sum(v * v for v in observed)
+    for _ in range(200):
+        sd = math.sqrt(var)
+        e1, e2 = sum1, sum2
+        for c in censored:
+            a = (c - mean) / sd
+            tail = 1.0 - _NORMAL.cdf(a)
+            # Inverse Mills ratio: the mean of a standard normal beyond ``a``, less ``a``.
+            mills = _NORMAL.pdf(a) / tail if tail > 1e-12 else a
+            e1 += mean + sd * mills
+            e2 += mean * mean + var + sd * (c + mean) * mills
+        new_mean = e1 / n
+        new_var = max(e2 / n - new_mean * new_mean, 1e-4)
+        done = abs(new_mean - mean) < 1e-6 and abs(new_var - var) < 1e-6
+        mean, var = new_mean, new_var
+        if done:
+            break
+    return mean, var
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,8 @@ jobs = Table(
     Index("ix_flexpipe_jobs_status_created_at", "status", "created_at"),
     Index("ix_flexpipe_jobs_status_deadline_at", "status", "deadline_at"),
     Index("ix_flexpipe_jobs_callback_due_at", "callback_due_at"),
+    #: The latency fit reads the jobs of one model and tier submitted last.
+    Index("ix_flexpipe_jobs_model_tier_submitted_at", "model", "requested_tier", "submitted_at"),
 )
 
 results = Table(

@@ -80,6 +80,7 @@ def _present(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
     return sa.and_(column.is_not(None), sa.cast(column, sa.Text) != "null")
 
 
+_GAVE_UP = (JobStatus.EXPIRED.value, JobStatus.CANCELLED.value)
 _LIVE_STATUS = _one_of(jobs.c.status, _LIVE)
 _IN_FLIGHT_STATUS = _one_of(jobs.c.status, _IN_FLIGHT)
 _GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))
@@ -489,21 +490,39 @@ class Store:
         with self.engine.connect() as conn:
             return {status: count for status, count in conn.execute(query)}
 
-    def latency_samples(self, model: str, tier: str, limit: int = 200) -> list[float]:
-        """Recent submit-to-completion latencies (s) of jobs served by ``model`` and ``tier``."""
+    def latency_samples(
+        self, model: str, tier: str, *, submitted_before: datetime | None = None, limit: int = 200
+    ) -> tuple[list[float], list[float]]:
+        """The ``limit`` jobs of ``model`` and ``tier`` submitted last (before
+        ``submitted_before``): finished jobs' latencies (s), and how long the others have
+        waited so far (still at the provider, or expired or cancelled there first).
+
+        Sampling by submit time, not by store time, keeps a batch's slow jobs in the sample
+        while they are still running (the latest *stored* results are its quickest).
+        """
+        now = self.now()
         query = (
-            sa.select(results.c.latency_s)
-            .join(jobs, jobs.c.id == results.c.job_id)
+            sa.select(jobs.c.status, jobs.c.submitted_at, jobs.c.finished_at, results.c.latency_s)
+            .select_from(jobs.outerjoin(results, results.c.job_id == jobs.c.id))
             .where(
                 jobs.c.model == model,
                 jobs.c.requested_tier == tier,
-                results.c.latency_s.is_not(None),
+                jobs.c.submitted_at <= (submitted_before or now),
             )
-            .order_by(results.c.stored_at.desc())
+            .order_by(jobs.c.submitted_at.desc())
             .limit(limit)
         )
+        finished: list[float] = []
+        waiting: list[float] = []
         with self.engine.connect() as conn:
-            return [float(v) for (v,) in conn.execute(query)]
+            for status, submitted_at, finished_at, latency in conn.execute(query):
+                if latency is not None:
+                    finished.append(float(latency))
+                elif status in _IN_FLIGHT:
+                    waiting.append((now - _aware(submitted_at)).total_seconds())
+                elif status in _GAVE_UP and finished_at is not None:
+                    waiting.append((_aware(finished_at) - _aware(submitted_at)).total_seconds())
+        return finished, waiting
 
     # -- submit ----------------------------------------------------------------------------
 
@@ -702,8 +721,12 @@ class Store:
                 return None
             latency = None
             if outcome.provider_completed_at and row.submitted_at:
+                completed = outcome.provider_completed_at
+                if completed.microsecond == 0:
+                    # Providers report whole seconds: the job ended within that second.
+                    completed += timedelta(seconds=0.5)
                 submitted = _aware(row.submitted_at)
-                latency = max(0.0, (outcome.provider_completed_at - submitted).total_seconds())
+                latency = max(0.0, (completed - submitted).total_seconds())
             result = {
                 "job_id": job_id,
                 "status": outcome.status.value,

@@ -91,3 +91,38 @@ def test_retry_time_scale_does_not_shrink_the_providers_retry_after() -> None:
     policy = RetryPolicy(base_delay=1, jitter=0, time_scale=0.01)
     assert policy.delay(0) == 0.01
     assert policy.delay(0, retry_after=2) == 2
+
+
+def test_a_fit_with_jobs_still_waiting_is_not_biased_short() -> None:
+    """A batch in flight: its quick jobs have finished, its slow ones are still waiting.
+    Fitting the finished ones alone learns a latency far too short; counting the waiting
+    ones as censored values recovers the true distribution."""
+    import math
+    import random
+
+    rng = random.Random(11)
+    finished, waiting = [], []
+    for _ in range(400):
+        latency = 60 * math.exp(rng.gauss(0, 0.6))
+        elapsed = rng.uniform(0, 120)  # submitted evenly over the last two minutes
+        if latency <= elapsed:
+            finished.append(latency)
+        else:
+            waiting.append(elapsed)
+    naive = LatencyEstimate.fit(finished)
+    fair = LatencyEstimate.fit(finished, waiting)
+    assert naive is not None and fair is not None
+    assert naive.median < 45  # the censored-short bias this fit exists to avoid
+    assert abs(fair.median - 60) / 60 < 0.12
+    assert abs(fair.sigma - 0.6) < 0.12
+    assert fair.samples == len(finished)
+
+
+def test_a_fit_without_waiting_jobs_is_the_plain_lognormal_fit() -> None:
+    import math
+
+    values = [30.0, 60.0, 90.0, 45.0]
+    fit = LatencyEstimate.fit(values, [])
+    logs = [math.log(v) for v in values]
+    assert fit is not None and math.isclose(fit.median, math.exp(sum(logs) / 4))
+    assert LatencyEstimate.fit([5.0], [100.0, 200.0]) is None  # one finished job: no fit

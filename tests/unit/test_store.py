@@ -232,3 +232,40 @@ def test_no_callback_and_no_on_complete_are_never_due(tmp_path) -> None:
     assert store.take_due_callbacks(overdue_after=5, limit=5) == []
     assert store.take_due_bulk_callbacks(overdue_after=5, limit=5) == []
     store.dispose()
+
+
+def test_latency_samples_by_submit_time_with_waiting_jobs(tmp_path) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    now = [t0]
+    store = Store.from_url(f"sqlite:///{tmp_path / 'clock.db'}")
+    store._clock = lambda: now[0]
+    store.create_tables()
+
+    def submitted(at_s: float) -> str:
+        now[0] = t0 + timedelta(seconds=at_s)
+        job_id, _ = store.add_job(_job())
+        store.claim_submit(job_id, lease_s=60)
+        store.record_submitted(job_id, attempt=1, response_id=f"r{at_s}",
+                               status=JobStatus.SUBMITTED, tier="flex", next_poll_in=5,
+                               parked=False)
+        return job_id
+
+    early, late, _running, expired = submitted(0), submitted(10), submitted(20), submitted(30)
+    now[0] = t0 + timedelta(seconds=50)
+    # Whole-second completion times (as providers report them) count as mid-second.
+    store.finish(early, Outcome(status=JobStatus.COMPLETED,
+                                provider_completed_at=t0 + timedelta(seconds=40)))
+    store.finish(late, Outcome(status=JobStatus.COMPLETED,
+                               provider_completed_at=t0 + timedelta(seconds=15.25)))
+    store.finish(expired, Outcome(status=JobStatus.EXPIRED))
+    now[0] = t0 + timedelta(seconds=60)
+
+    finished, waiting = store.latency_samples("m", "flex")
+    assert sorted(finished) == [5.25, 40.5]
+    assert sorted(waiting) == [20.0, 40.0]  # expired after 20 s; running for 40 s so far
+    finished, waiting = store.latency_samples(
+        "m", "flex", submitted_before=t0 + timedelta(seconds=15)
+    )
+    assert (sorted(finished), waiting) == ([5.25, 40.5], [])
+    assert store.latency_samples("other", "flex") == ([], [])
+    store.dispose()
