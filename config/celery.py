@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery, signals
 
+from config import kombu_redis
 from config.settings import Settings, get_settings
 
 
@@ -53,6 +54,9 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 def configure(celery_app: Celery, settings: Settings) -> Celery:
     """Apply settings to the app; calling it again (tests, the demo) drops cached pools."""
     options = broker_options(settings)
+    if not settings.embedded_broker:
+        # A Redis restart must not kill the worker: see config/kombu_redis.py.
+        kombu_redis.install()
     # Only drop references: kombu shares pools per broker URL process-wide.
     celery_app._pool = None
     amqp = celery_app.__dict__.get("amqp")
