@@ -28,6 +28,7 @@ from benchmarks.procs import (
     session_pids,
 )
 from benchmarks.services import (
+    ESTIMATE_REFRESH,
     REDIS_URL,
     ROOT,
     BlockingWorker,
@@ -54,8 +55,8 @@ class Plan:
     f1_jobs: int = 2000
     f1_scale: float = 0.001
     # 2. polls per job and detection delay (lognormal median 60 s, sigma 0.6)
-    #: Not smaller: providers report ``completed_at`` in whole seconds and flexpipe learns
-    #: latencies from it; at 0.1 that rounding (up to 10 unscaled s) biased what it learned.
+    #: Providers report ``completed_at`` in whole seconds and flexpipe learns latencies
+    #: from it: at 0.5 that is up to 2 unscaled s.
     f2_scale: float = 0.5
     f2_warmup: int = 40
     f2_flex_jobs: int = 200
@@ -84,11 +85,15 @@ class Plan:
         return cls(
             quick=True,
             f1_jobs=400,
+            # Whole-second timestamps cost up to 10 unscaled s at 0.1; flexpipe counts them
+            # as mid-second, so the fit stays centred (the full run keeps 0.5).
+            f2_scale=0.1,
             f2_flex_jobs=60,
             f2_loop_jobs=64,
             f2_blocking_jobs=2,
             f3_jobs=10_000,
-            f3_scale=1.8,
+            # 45 s real: submitting 10,000 takes ~35 s here, so all are in flight at once.
+            f3_scale=1.0,
             f3_timeout=10 * 60,
         )
 
@@ -125,9 +130,8 @@ def wait_until(
 def learned_wait(ctx: Ctx, stack: FlexpipeStack, warm_ids: list[str], timeout: float) -> None:
     """Wait until every worker process polls on the learned schedule.
 
-    Each process re-reads the estimate every 30 s (``FlowSettings.estimate_refresh``, no
-    setting) and keeps a fit of fewer than ``FLEXPIPE_POLL_MIN_SAMPLES`` (20) finished jobs
-    for those 30 s: so wait until 20 warm-up jobs are stored, then 31 s more.
+    Each process re-reads the estimate every ``FLEXPIPE_ESTIMATE_REFRESH`` s (5 here): so
+    wait until 20 warm-up jobs are stored, then that long and a second more.
     """
     need = min(20, len(warm_ids))
     wait_until(
@@ -136,8 +140,11 @@ def learned_wait(ctx: Ctx, stack: FlexpipeStack, warm_ids: list[str], timeout: f
         0.5,
         "warm-up jobs",
     )
-    ctx.log("warm-up: 20 jobs stored; 31 s until every worker process has re-read them")
-    time.sleep(31)
+    ctx.log(
+        f"warm-up: 20 jobs stored; {ESTIMATE_REFRESH + 1:g} s until every worker process "
+        "has re-read them"
+    )
+    time.sleep(ESTIMATE_REFRESH + 1)
 
 
 class PollTracer:
@@ -186,14 +193,19 @@ def texts(n: int, start: int = 0) -> list[str]:
 
 
 def cpu_groups(
-    *, worker_sid: int | None, emulator: Emulator, database: str | None
+    *,
+    worker_sid: int | None,
+    emulator: Emulator,
+    database: str | None,
+    beat_sid: int | None = None,
 ) -> dict[str, Callable[[], list[int]]]:
     groups: dict[str, Callable[[], list[int]]] = {
         "emulator": lambda: [emulator.pid],
         "redis": redis_pids,
     }
     if worker_sid is not None:
-        groups["workers"] = lambda: session_pids(worker_sid)
+        sids = [worker_sid] + ([beat_sid] if beat_sid is not None else [])
+        groups["workers"] = lambda: [pid for sid in sids for pid in session_pids(sid)]
     if database is not None:
         groups["postgres"] = lambda: postgres_pids(database)
     return groups
@@ -209,7 +221,9 @@ def flexpipe_bulk(
     from tasks import api
 
     stack.activate()
-    meter = CpuMeter(cpu_groups(worker_sid=stack.sid, emulator=emu, database=stack.db_name)).start()
+    meter = CpuMeter(cpu_groups(
+        worker_sid=stack.sid, beat_sid=stack.beat_sid, emulator=emu, database=stack.db_name
+    )).start()
     batch = texts(n)
     cpu0, t0 = time.process_time(), time.time()
     bulk_id = api.enqueue_many(batch, metadata={"bench": tag})
@@ -449,9 +463,9 @@ def figure2(ctx: Ctx, bg: Fig2Background) -> dict[str, Any]:
 
     plan = ctx.plan
     stack, emu, scale = bg.stack, bg.emu, bg.scale
-    # Learned estimates are re-read every 30 s per worker process (FlowSettings
-    # .estimate_refresh, no setting): measured jobs start once every process has re-read
-    # them with at least FLEXPIPE_POLL_MIN_SAMPLES (20) finished warm-up jobs in SQL.
+    # Learned estimates are re-read every FLEXPIPE_ESTIMATE_REFRESH s per worker process:
+    # measured jobs start once every process has re-read them with at least
+    # FLEXPIPE_POLL_MIN_SAMPLES (20) finished warm-up jobs in SQL.
     ctx.log("fig 2: waiting for the warm-up jobs (flexpipe learns the latency)")
     learned_wait(ctx, stack, bg.warm_ids, 300 * scale + 60)
     tracer = PollTracer(emu, "f2-flexpipe-").start()
@@ -671,20 +685,22 @@ def figure3(ctx: Ctx, bg: Fig3Background) -> dict[str, Any]:
         bw = BlockingWorker(
             emulator=emu, work_dir=ctx.work_dir, concurrency=plan.concurrency, time_scale=scale
         ).start(local)
+        # Both alternatives at once (they hold a few jobs each; only their size matters).
         blocking_run(bw, emu, 200, "f3-blocking", 0, wait=False)
-        time.sleep(10)
+        loop = loop_run(emu, ctx, 1000, scale, "f3-loop", 10.0, sample_rss_at=8.0)
+        out["loop"] = {"sent": 1000, "in_flight": _live(emu, "f3-loop"), "rss": loop["rss"]}
         live = _live(emu, "f3-blocking")
         out["blocking"] = {
             "sent": 200,
             "in_flight": live,
             "rss": RssMeter(lambda: [bw.sid]).now(),
         }
-        ctx.log(f"fig 3 blocking: {live} of 200 in flight after 10 s")
+        ctx.log(
+            f"fig 3 after 10 s: blocking {live} of 200 in flight, loop "
+            f"{out['loop']['in_flight']} of 1000"
+        )
     finally:
         local.run()
-    loop = loop_run(emu, ctx, 1000, scale, "f3-loop", 10.0, sample_rss_at=8.0)
-    out["loop"] = {"sent": 1000, "in_flight": _live(emu, "f3-loop"), "rss": loop["rss"]}
-    ctx.log(f"fig 3 loop: {out['loop']['in_flight']} of 1000 in flight after 10 s")
 
     ctx.log("fig 3: waiting for the warm-up jobs (flexpipe learns the latency)")
     learned_wait(ctx, stack, bg.warm_ids, 120 * scale + 120)
@@ -693,12 +709,15 @@ def figure3(ctx: Ctx, bg: Fig3Background) -> dict[str, Any]:
     baseline_rss = RssMeter(lambda: [stack.sid]).now()
     baseline_pss = pss(stack.sid)
     out["baseline_rss"], out["baseline_pss"] = baseline_rss, baseline_pss
+    out["beat_rss"] = RssMeter(lambda: [stack.beat_sid]).now()
     ctx.log(
         f"fig 3: {n} jobs, provider latency {latency_real:.0f} s real; idle worker RSS "
         f"{baseline_rss / 1e6:.0f} MB (PSS {baseline_pss / 1e6:.0f} MB)"
     )
     sid = stack.sid
-    meter = CpuMeter(cpu_groups(worker_sid=sid, emulator=emu, database=stack.db_name)).start()
+    meter = CpuMeter(
+        cpu_groups(worker_sid=sid, beat_sid=stack.beat_sid, emulator=emu, database=stack.db_name)
+    ).start()
     rss_meter = RssMeter(lambda: [sid], interval=1.0).start()
     poll_queue = _queue_length(f"{stack.queue}.poll")
     t0 = time.time()

@@ -215,7 +215,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
         ))  # fmt: skip
         out.append((
             f"3. worker RSS sum at {labels} in flight, MB",
-            " / ".join(rss_cells) + f" (idle {f3['baseline_rss'] / MB:.0f}; PSS {pss_cells})",
+            " / ".join(rss_cells)
+            + f" (idle {f3['baseline_rss'] / MB:.0f}; PSS {pss_cells}; "
+            + f"beat process apart: {f3.get('beat_rss', 0) / MB:.0f})",
             f"{f3['loop']['rss'] / MB:.0f} (64 in flight)",
             f"{f3['blocking']['rss'] / MB:.0f} ({f3['blocking']['in_flight']} in flight)",
             "≤ 400 MB",
@@ -320,8 +322,9 @@ Took {results["took_s"] / 60:.1f} min.
 {markdown_table(rows(results))}
 
 Each figure's number is the median of {plan["reps"]} runs (figure 3: one run); ratios are
-taken within one run. flexpipe ran as a real `celery worker -B` (the sweeper every 1 s) with
-{plan["concurrency"]} pool processes on Redis and a fresh PostgreSQL database per figure; the
+taken within one run. flexpipe ran as a real `celery worker` with {plan["concurrency"]} pool
+processes and a `flexpipe beat` process beside it (the sweeper every 1 s; CPU counts both,
+RSS is the worker's) on Redis and a fresh PostgreSQL database per figure; the
 blocking task ran on a worker with the same concurrency; the loop is one process with 64 jobs
 at a time. Time scales (emulator and `FLEXPIPE_TIME_SCALE` alike; figures are unscaled):
 1: {f1:g} ({plan["f1_jobs"]} jobs per alternative per run), 2: {f2:g}

@@ -184,11 +184,17 @@ def delete_redis_keys(*fragments: str) -> None:
 # -- flexpipe ------------------------------------------------------------------------------
 
 
+#: How often flexpipe's worker processes re-read learned latencies in the benchmark (s).
+ESTIMATE_REFRESH = 5.0
+
+
 class FlexpipeStack:
-    """flexpipe on Redis + a fresh PostgreSQL database, with a real worker (and beat).
+    """flexpipe on Redis + a fresh PostgreSQL database, with a real worker and beat.
 
     This process becomes the app side (``tasks.api``); the worker is a subprocess in a
-    session of its own, so its processes (main, pool children, beat) are found by session id.
+    session of its own, so its processes (main, pool children) are found by session id.
+    Beat runs as its own process (``flexpipe beat``, as docs/deploy.md recommends), also in
+    a session of its own: figure 3 reports its memory beside the worker's.
     """
 
     def __init__(
@@ -220,15 +226,22 @@ class FlexpipeStack:
             "FLEXPIPE_POLL_QUEUE": f"{self.queue}.poll",
             "FLEXPIPE_CALLBACK_QUEUE": self.queue,
             "FLEXPIPE_LEARN_LATENCY": "true",
+            "FLEXPIPE_ESTIMATE_REFRESH": f"{ESTIMATE_REFRESH:g}",
             **(extra_env or {}),
         }
         self.worker: subprocess.Popen[bytes] | None = None
+        self.beat: subprocess.Popen[bytes] | None = None
         self.log_path = self.work_dir / "worker.log"
 
     @property
     def sid(self) -> int:
         assert self.worker is not None
         return self.worker.pid
+
+    @property
+    def beat_sid(self) -> int:
+        assert self.beat is not None
+        return self.beat.pid
 
     def start(self, cleanup: Cleanup, *, worker: bool = True) -> FlexpipeStack:
         from pipeline.store import Store
@@ -268,21 +281,27 @@ class FlexpipeStack:
     def start_worker(self, cleanup: Cleanup) -> None:
         from tasks.cli import worker_command
 
-        argv = worker_command(beat=True, concurrency=self.concurrency, loglevel="warning")
+        argv = worker_command(concurrency=self.concurrency, loglevel="warning")
         argv += ["-n", self.node]
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        beat = [sys.executable, "-m", "tasks.cli", "beat", "--loglevel", "warning"]
         with open(self.log_path, "ab") as log:
             self.worker = subprocess.Popen(
                 argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+            self.beat = subprocess.Popen(
+                beat, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         cleanup.push("flexpipe worker", self.stop_worker)
         wait_for_worker(self.node, self.worker, self.log_path)
 
     def stop_worker(self) -> None:
-        if self.worker is not None:
-            stop_process(self.worker)
-            self.worker = None
+        for proc in (self.beat, self.worker):
+            if proc is not None:
+                stop_process(proc)
+        self.worker = self.beat = None
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -347,6 +366,11 @@ class BlockingWorker:
     def sid(self) -> int:
         assert self.worker is not None
         return self.worker.pid
+
+    @property
+    def beat_sid(self) -> int:
+        assert self.beat is not None
+        return self.beat.pid
 
     def start(self, cleanup: Cleanup) -> BlockingWorker:
         argv = [
