@@ -370,6 +370,10 @@ def figure1(ctx: Ctx) -> dict[str, Any]:
                 # Scaled default deadlines would be seconds: jobs wait in the queue longer.
                 "FLEXPIPE_DEADLINE_FLEX": "3600000",
                 "FLEXPIPE_SWEEP_INTERVAL": "1",
+                # The fixed schedule (first poll 10 s, i.e. 10 ms here): whole-second
+                # completed_at cannot tell an instant job from a 0.5 s one, and 0.5 s real
+                # is 500 s unscaled at this time scale, so a learned schedule would park.
+                "FLEXPIPE_LEARN_LATENCY": "false",
             },
         ).start(local)
         bw = BlockingWorker(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -40,15 +41,34 @@ def submit(self: Task, job_id: str, failures: int = 0) -> str:
 
 @app.task(name="flexpipe.submit_many", **DB_RETRY)
 def submit_many(job_ids: list[str]) -> str:
-    """Submit a chunk of a bulk job; each job then runs its own poll chain."""
+    """Submit a chunk of a bulk job; each job then runs its own poll chain.
+
+    A first poll that comes due while the rest of the chunk is being submitted (a fast
+    provider, a short learned latency) is read here once the chunk is sent, instead of
+    making a message that this worker would receive at once: the same read at the same
+    time or later, without a task's publish, receive and ack. Later polls are sent with
+    the countdown that remains. Either way the step is fenced by its poll number, and SQL
+    has its due time, so a worker lost meanwhile costs nothing the sweeper does not redo.
+    """
     flow = runtime().flow
+    first_polls: list[tuple[float, str, Next]] = []
     for job_id in job_ids:
         step = flow.submit(job_id)
         if step.kind == "retry":
             submit.apply_async((job_id, step.failures), countdown=step.delay)
+        elif step.kind == "poll" and not step.parked:
+            first_polls.append((time.monotonic() + step.delay, job_id, step))
         else:
             follow(job_id, step)
-    return f"{len(job_ids)} submitted"
+    inline = 0
+    for due, job_id, step in first_polls:
+        wait = due - time.monotonic()
+        if wait > 0:
+            poll.apply_async((job_id, step.seq, step.failures), countdown=wait)
+        else:
+            follow(job_id, flow.poll(job_id, step.seq, step.failures))
+            inline += 1
+    return f"{len(job_ids)} submitted, {inline} read at once"
 
 
 @app.task(name="flexpipe.poll", **DB_RETRY)
