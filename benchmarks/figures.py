@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,8 +93,8 @@ class Plan:
             f2_loop_jobs=64,
             f2_blocking_jobs=2,
             f3_jobs=10_000,
-            # 45 s real: submitting 10,000 takes ~35 s here, so all are in flight at once.
-            f3_scale=1.0,
+            # 40 s real: submitting 10,000 takes ~31 s here, so all are in flight at once.
+            f3_scale=0.9,
             f3_timeout=10 * 60,
         )
 
@@ -130,8 +131,9 @@ def wait_until(
 def learned_wait(ctx: Ctx, stack: FlexpipeStack, warm_ids: list[str], timeout: float) -> None:
     """Wait until every worker process polls on the learned schedule.
 
-    Each process re-reads the estimate every ``FLEXPIPE_ESTIMATE_REFRESH`` s (5 here): so
-    wait until 20 warm-up jobs are stored, then that long and a second more.
+    Each process re-reads an estimate of fewer than ``FLEXPIPE_POLL_MIN_SAMPLES`` (20)
+    jobs every sixth of ``FLEXPIPE_ESTIMATE_REFRESH`` (5 s here): so wait until 20 warm-up
+    jobs are stored, then until that long and a second more has passed since the 20th was.
     """
     need = min(20, len(warm_ids))
     wait_until(
@@ -140,11 +142,19 @@ def learned_wait(ctx: Ctx, stack: FlexpipeStack, warm_ids: list[str], timeout: f
         0.5,
         "warm-up jobs",
     )
-    ctx.log(
-        f"warm-up: 20 jobs stored; {ESTIMATE_REFRESH + 1:g} s until every worker process "
-        "has re-read them"
+    rows = stack.sql(
+        "select extract(epoch from now() - stored_at) from flexpipe_results "
+        "where job_id = any(:ids) order by stored_at limit 1 offset :k",
+        ids=warm_ids,
+        k=need - 1,
     )
-    time.sleep(ESTIMATE_REFRESH + 1)
+    since = float(rows[0][0]) if rows else 0.0
+    rest = max(0.0, ESTIMATE_REFRESH / 6 + 1 - since)
+    ctx.log(
+        f"warm-up: {need} jobs stored ({since:.0f} s ago); {rest:.1f} s until every worker "
+        "process has re-read them"
+    )
+    time.sleep(rest)
 
 
 class PollTracer:
@@ -221,9 +231,11 @@ def flexpipe_bulk(
     from tasks import api
 
     stack.activate()
-    meter = CpuMeter(cpu_groups(
-        worker_sid=stack.sid, beat_sid=stack.beat_sid, emulator=emu, database=stack.db_name
-    )).start()
+    meter = CpuMeter(
+        cpu_groups(
+            worker_sid=stack.sid, beat_sid=stack.beat_sid, emulator=emu, database=stack.db_name
+        )
+    ).start()
     batch = texts(n)
     cpu0, t0 = time.process_time(), time.time()
     bulk_id = api.enqueue_many(batch, metadata={"bench": tag})
@@ -375,10 +387,12 @@ def figure1(ctx: Ctx) -> dict[str, Any]:
                 # is 500 s unscaled at this time scale, so a learned schedule would park.
                 "FLEXPIPE_LEARN_LATENCY": "false",
             },
-        ).start(local)
+        ).start(local, wait=False)
         bw = BlockingWorker(
             emulator=emu, work_dir=ctx.work_dir, concurrency=plan.concurrency, time_scale=scale
-        ).start(local)
+        ).start(local, wait=False)
+        stack.ready()
+        bw.ready()
         ctx.log(f"fig 1: warming up ({stack.db_name})")
         flexpipe_bulk(stack, emu, 40, "f1-warm", 120)
         blocking_run(bw, emu, 20, "f1-warm", 120)
@@ -442,13 +456,13 @@ class Fig2Background:
             time_scale=self.scale,
             name="f2",
             extra_env={"FLEXPIPE_SWEEP_INTERVAL": "1"},
-        ).start(ctx.cleanup)
+        ).start(ctx.cleanup, wait=False)  # workers boot in parallel; warm-up waits in Redis
         self.bw = BlockingWorker(
             emulator=self.emu,
             work_dir=ctx.work_dir,
             concurrency=plan.concurrency,
             time_scale=self.scale,
-        ).start(ctx.cleanup)
+        ).start(ctx.cleanup, wait=False)
         from tasks import api
 
         self.stack.activate()
@@ -456,6 +470,11 @@ class Fig2Background:
             api.enqueue(text, metadata={"bench": "f2-warmup"}) for text in texts(plan.f2_warmup)
         ]
         self.warm_started = time.monotonic()
+
+    def stop(self) -> None:
+        """Stop the workers (the database and emulator stay until the clean-up)."""
+        self.stack.stop_worker()
+        self.bw.stop()
 
 
 def figure2(ctx: Ctx, bg: Fig2Background) -> dict[str, Any]:
@@ -470,6 +489,8 @@ def figure2(ctx: Ctx, bg: Fig2Background) -> dict[str, Any]:
     # Learned estimates are re-read every FLEXPIPE_ESTIMATE_REFRESH s per worker process:
     # measured jobs start once every process has re-read them with at least
     # FLEXPIPE_POLL_MIN_SAMPLES (20) finished warm-up jobs in SQL.
+    stack.ready()
+    bg.bw.ready()
     ctx.log("fig 2: waiting for the warm-up jobs (flexpipe learns the latency)")
     learned_wait(ctx, stack, bg.warm_ids, 300 * scale + 60)
     tracer = PollTracer(emu, "f2-flexpipe-").start()
@@ -647,7 +668,7 @@ class Fig3Background:
             time_scale=self.scale,
             name="f3",
             extra_env={"FLEXPIPE_SWEEP_INTERVAL": "1"},
-        ).start(ctx.cleanup)
+        ).start(ctx.cleanup, wait=False)  # workers boot in parallel; warm-up waits in Redis
         from tasks import api
 
         self.stack.activate()
@@ -683,32 +704,36 @@ def figure3(ctx: Ctx, bg: Fig3Background) -> dict[str, Any]:
     latency_real = plan.f3_latency * scale
     out: dict[str, Any] = {"jobs": n, "scale": scale, "latency": plan.f3_latency}
 
-    # What the alternatives hold at once with the same workers / their own limit.
-    local = Cleanup()
-    try:
-        bw = BlockingWorker(
-            emulator=emu, work_dir=ctx.work_dir, concurrency=plan.concurrency, time_scale=scale
-        ).start(local)
-        # Both alternatives at once (they hold a few jobs each; only their size matters).
-        blocking_run(bw, emu, 200, "f3-blocking", 0, wait=False)
-        loop = loop_run(emu, ctx, 1000, scale, "f3-loop", 10.0, sample_rss_at=8.0)
-        out["loop"] = {"sent": 1000, "in_flight": _live(emu, "f3-loop"), "rss": loop["rss"]}
-        live = _live(emu, "f3-blocking")
-        out["blocking"] = {
-            "sent": 200,
-            "in_flight": live,
-            "rss": RssMeter(lambda: [bw.sid]).now(),
-        }
-        ctx.log(
-            f"fig 3 after 10 s: blocking {live} of 200 in flight, loop "
-            f"{out['loop']['in_flight']} of 1000"
-        )
-    finally:
-        local.run()
+    def alternatives() -> None:
+        """What the alternatives hold at once with the same workers / their own limit.
+        They run beside flexpipe's submissions (they hold a few jobs each and only their
+        size is measured, never flexpipe's memory)."""
+        local = Cleanup()
+        try:
+            bw = BlockingWorker(
+                emulator=emu, work_dir=ctx.work_dir, concurrency=plan.concurrency,
+                time_scale=scale,
+            ).start(local)  # fmt: skip
+            blocking_run(bw, emu, 200, "f3-blocking", 0, wait=False)
+            loop = loop_run(emu, ctx, 1000, scale, "f3-loop", 10.0, sample_rss_at=8.0)
+            out["loop"] = {"sent": 1000, "in_flight": _live(emu, "f3-loop"), "rss": loop["rss"]}
+            live = _live(emu, "f3-blocking")
+            out["blocking"] = {
+                "sent": 200,
+                "in_flight": live,
+                "rss": RssMeter(lambda: [bw.sid]).now(),
+            }
+            ctx.log(
+                f"fig 3 alternatives after 10 s: blocking {live} of 200 in flight, loop "
+                f"{out['loop']['in_flight']} of 1000"
+            )
+        finally:
+            local.run()
 
     ctx.log("fig 3: waiting for the warm-up jobs (flexpipe learns the latency)")
     learned_wait(ctx, stack, bg.warm_ids, 120 * scale + 120)
 
+    stack.ready()
     stack.activate()
     baseline_rss = RssMeter(lambda: [stack.sid]).now()
     baseline_pss = pss(stack.sid)
@@ -733,6 +758,8 @@ def figure3(ctx: Ctx, bg: Fig3Background) -> dict[str, Any]:
         bulk_ids.append(api.enqueue_many(texts(size, start), metadata={"bench": "f3-flexpipe"}))
         enqueue_many_s.append(time.perf_counter() - t)
     out["enqueue_many_s"] = enqueue_many_s
+    side = threading.Thread(target=alternatives, name="fig3-alternatives", daemon=True)
+    side.start()
     thresholds = [t for t in (10_000, 50_000, 100_000) if t <= n]
     at: dict[int, dict[str, float]] = {}
     samples = []
@@ -773,6 +800,7 @@ def figure3(ctx: Ctx, bg: Fig3Background) -> dict[str, Any]:
         if terminal >= n:
             break
         time.sleep(2.0)
+    side.join(timeout=120)
     cpu = meter.stop()
     out["peak_rss"] = rss_meter.stop()
     out["elapsed"] = time.time() - t0

@@ -243,7 +243,10 @@ class FlexpipeStack:
         assert self.beat is not None
         return self.beat.pid
 
-    def start(self, cleanup: Cleanup, *, worker: bool = True) -> FlexpipeStack:
+    def start(self, cleanup: Cleanup, *, worker: bool = True, wait: bool = True) -> FlexpipeStack:
+        """Create the database and start the worker and beat; ``wait=False`` returns before
+        the worker answers (call :meth:`ready` before relying on it: workers boot in
+        parallel that way)."""
         from pipeline.store import Store
 
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -256,7 +259,12 @@ class FlexpipeStack:
         cleanup.push("flexpipe app side", deactivate)
         cleanup.push("flexpipe queues", lambda: delete_redis_keys(self.suffix))
         if worker:
-            self.start_worker(cleanup)
+            self.start_worker(cleanup, wait=wait)
+        return self
+
+    def ready(self) -> FlexpipeStack:
+        assert self.worker is not None
+        wait_for_worker(self.node, self.worker, self.log_path)
         return self
 
     def sql(self, query: str, **params: Any) -> list[Any]:
@@ -278,7 +286,7 @@ class FlexpipeStack:
         configure(app, get_settings())
         reset()
 
-    def start_worker(self, cleanup: Cleanup) -> None:
+    def start_worker(self, cleanup: Cleanup, *, wait: bool = True) -> None:
         from tasks.cli import worker_command
 
         argv = worker_command(concurrency=self.concurrency, loglevel="warning")
@@ -295,7 +303,8 @@ class FlexpipeStack:
                 start_new_session=True,
             )  # fmt: skip
         cleanup.push("flexpipe worker", self.stop_worker)
-        wait_for_worker(self.node, self.worker, self.log_path)
+        if wait:
+            self.ready()
 
     def stop_worker(self) -> None:
         for proc in (self.beat, self.worker):
@@ -372,7 +381,7 @@ class BlockingWorker:
         assert self.beat is not None
         return self.beat.pid
 
-    def start(self, cleanup: Cleanup) -> BlockingWorker:
+    def start(self, cleanup: Cleanup, *, wait: bool = True) -> BlockingWorker:
         argv = [
             sys.executable, "-m", "celery", "-A", "benchmarks.blocking", "worker",
             "-Q", self.queue, "-c", str(self.concurrency), "-l", "warning", "-n", self.node,
@@ -386,6 +395,12 @@ class BlockingWorker:
         # Last in, first out: the worker stops (and gives back what it prefetched) first.
         cleanup.push("blocking queues", lambda: delete_redis_keys(self.suffix))
         cleanup.push("blocking worker", self.stop)
+        if wait:
+            self.ready()
+        return self
+
+    def ready(self) -> BlockingWorker:
+        assert self.worker is not None
         wait_for_worker(self.node, self.worker, self.log_path)
         return self
 
