@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.figures import Ctx, Plan, profile_enqueue, texts, wait_until
+from benchmarks.figures import F1_ENV, Ctx, Plan, profile_enqueue, texts, wait_until
 from benchmarks.procs import read_stat, session_pids
 from benchmarks.services import ROOT, Cleanup, Emulator, FlexpipeStack
 
@@ -113,7 +113,7 @@ def main() -> int:
             concurrency=plan.concurrency,
             time_scale=plan.f1_scale,
             name="profile",
-            extra_env={"FLEXPIPE_DEADLINE_FLEX": "3600000", "FLEXPIPE_SWEEP_INTERVAL": "1"},
+            extra_env=F1_ENV,
         ).start(cleanup)
         from tasks import api
 
