@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -43,7 +44,7 @@ class Next:
     ``poll``: send a poll for fencing number ``seq`` in ``delay`` s, unless ``parked``
     (then the poll waits in SQL and the sweeper sends it when due). ``retry``: run the
     same step again in ``delay`` s. ``done``: the job is terminal; send ``callback`` if
-    set (this step's store won). ``submit``: the job is pending again (a new attempt);
+    set (this step's store won), as message ``callback_id(job_id, attempt)``. ``submit``: the job is pending again (a new attempt);
     send a submit now. ``stop``: nothing to do (duplicate, stale or unknown).
     """
 
@@ -53,6 +54,8 @@ class Next:
     parked: bool = False
     failures: int = 0
     callback: dict[str, Any] | None = None
+    #: The attempt that ended (``done``): with the job id it names the callback's message.
+    attempt: int = 0
     #: Set when this step finished the last job of a bulk: send ``bulk_callback(bulk_id)``.
     bulk_id: str | None = None
     bulk_callback: dict[str, Any] | None = None
@@ -389,10 +392,25 @@ class Flow:
             return Next("stop", reason="already finished")
         if finished.bulk_finished:
             return Next(
-                "done", callback=job.callback, bulk_id=finished.bulk_id,
+                "done", callback=job.callback, attempt=job.attempt, bulk_id=finished.bulk_id,
                 bulk_callback=finished.bulk_on_complete, reason=reason,
             )
-        return Next("done", callback=job.callback, reason=reason)
+        return Next("done", callback=job.callback, attempt=job.attempt, reason=reason)
+
+
+_CALLBACK_IDS = uuid.UUID("5d0c6c1e-3f1a-4b7e-9a51-6f6c65787069")
+
+
+def callback_id(owner_id: str, attempt: int | None = None) -> str:
+    """The message id of a job attempt's callback (or, without ``attempt``, a bulk's).
+
+    Stable, so a callback that the sweeper has to send again (its sender died between
+    publishing it and recording that) is the same message, with the same
+    ``self.request.id``, as the first: the app can tell a second delivery from a second
+    outcome.
+    """
+    key = owner_id if attempt is None else f"{owner_id}/{attempt}"
+    return str(uuid.uuid5(_CALLBACK_IDS, key))
 
 
 def outcome_from(job: Job, response: ProviderResponse) -> Outcome:

@@ -1000,18 +1000,19 @@ class Store:
 
     def take_due_callbacks(
         self, *, overdue_after: float, limit: int
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """Terminal jobs whose callback should have been sent ``overdue_after`` s ago."""
+    ) -> list[tuple[str, dict[str, Any], int]]:
+        """Terminal jobs whose callback should have been sent ``overdue_after`` s ago:
+        ``(job id, callback, attempt)``."""
         now = self.now()
         before = now - timedelta(seconds=overdue_after)
         query = (
-            sa.select(jobs.c.id, jobs.c.callback)
+            sa.select(jobs.c.id, jobs.c.callback, jobs.c.attempt)
             .where(jobs.c.callback_due_at <= before)
             .order_by(jobs.c.callback_due_at)
             .limit(limit)
         )
         with self.engine.begin() as conn:
-            rows = [(row.id, row.callback) for row in conn.execute(query)]
+            rows = [(row.id, row.callback, row.attempt) for row in conn.execute(query)]
             if rows:
                 conn.execute(
                     jobs.update()

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Task
 
 from config.celery import app
-from pipeline.flow import Next
+from pipeline.flow import Next, callback_id
 from pipeline.store import TRANSIENT_DB_ERRORS
 from tasks.runtime import runtime
 
@@ -138,7 +138,7 @@ def follow(job_id: str, step: Next) -> str:
     if step.kind == "done":
         if step.callback:
             try:
-                send_callback(job_id, step.callback)
+                send_callback(job_id, step.callback, step.attempt)
             except Exception:  # the outcome is stored; the sweeper re-sends due callbacks
                 log.exception("job %s: callback not sent yet; the sweeper will retry", job_id)
         if step.bulk_id and step.bulk_callback:
@@ -153,20 +153,24 @@ def follow(job_id: str, step: Next) -> str:
     return f"stop: {step.reason}"
 
 
-def send_callback(job_id: str, callback: dict[str, Any]) -> None:
-    """Send the app's callback task with the job id as its first argument."""
-    _send(callback, job_id)
+def send_callback(job_id: str, callback: dict[str, Any], attempt: int) -> None:
+    """Send the app's callback task with the job id as its first argument.
+
+    Published first, recorded after: a worker lost in between leaves it due, and the
+    sweeper sends it again as the same message (same task id), never as a second one.
+    """
+    _send(callback, job_id, callback_id(job_id, attempt))
     runtime().store.callback_sent(job_id)
 
 
 def send_bulk_callback(bulk_id: str, callback: dict[str, Any]) -> None:
     """Send a bulk job's completion callback with the bulk id as its first argument."""
-    _send(callback, bulk_id)
+    _send(callback, bulk_id, callback_id(bulk_id))
     runtime().store.on_complete_sent(bulk_id)
 
 
-def _send(callback: dict[str, Any], first_arg: str) -> None:
+def _send(callback: dict[str, Any], first_arg: str, task_id: str) -> None:
     signature = app.signature(callback)
     if not (signature.options or {}).get("queue"):
         signature.set(queue=runtime().settings.callback_queue)
-    signature.apply_async(args=(first_arg,))
+    signature.apply_async(args=(first_arg,), task_id=task_id)

@@ -59,10 +59,10 @@ def sweep() -> dict[str, int]:
             counts["escalated"] += 1
         follow(job.id, step)
 
-    for job_id, callback in store.take_due_callbacks(
+    for job_id, callback, attempt in store.take_due_callbacks(
         overdue_after=settings.callback_overdue_after, limit=BATCH
     ):
-        send_callback(job_id, callback)
+        send_callback(job_id, callback, attempt)
         counts["callbacks"] += 1
 
     for bulk_id, callback in store.take_due_bulk_callbacks(

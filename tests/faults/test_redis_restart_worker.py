@@ -224,7 +224,7 @@ def _check_callbacks(stack: Stack, redis: PrivateRedis, ids: list[str]) -> None:
     time.sleep(1.5)  # a duplicate would arrive now
     calls = callbacks.counts(engine)
     twice = {j: calls[j] for j in ids if calls.get(j, 0) > 1}
-    assert not twice, f"callbacks more than once: {twice}"
+    assert not twice, f"callbacks run more than once: {twice}"
     lost = [j for j in ids if not calls.get(j)]
     assert len(lost) <= len(ids) - len(expected), lost
 

@@ -167,7 +167,7 @@ def test_due_callbacks(tmp_path) -> None:
     assert store.take_due_callbacks(overdue_after=5, limit=5) == []
     now[0] += timedelta(seconds=6)
     assert store.take_due_callbacks(overdue_after=5, limit=5) == [
-        (job_id, {"task": "cb", "args": []})
+        (job_id, {"task": "cb", "args": []}, 1)
     ]
     store.callback_sent(job_id)
     now[0] += timedelta(seconds=60)

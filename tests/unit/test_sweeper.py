@@ -77,3 +77,42 @@ def test_a_job_past_its_deadline_is_escalated_or_expired_by_the_sweeper(
         assert counts["expired"] == 1 and counts["escalated"] == 0
         assert job.status is JobStatus.EXPIRED
         assert submits == []
+
+
+def test_a_callback_sent_again_by_the_sweeper_is_the_same_message(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender dies between publishing a callback and recording it: the sweeper sends
+    it again with the same task id, and a later attempt's callback gets another."""
+    from celery.canvas import Signature
+
+    from pipeline.flow import Next, callback_id
+    from pipeline.store import Outcome
+
+    published: list[tuple[str, tuple, str]] = []
+    monkeypatch.setattr(
+        Signature, "apply_async",
+        lambda self, args=(), task_id=None, **_: published.append((self.task, args, task_id)),
+    )
+    rt = _runtime(store)
+    monkeypatch.setattr(sweeper, "runtime", lambda: rt)
+    monkeypatch.setattr(steps, "runtime", lambda: rt)
+    callback = {"task": "myapp.summary_ready", "args": [], "kwargs": {}, "options": {}}
+    job_id, _ = store.add_job(NewJob(request=build_request("hello", model="m"), callback=callback))
+    store.finish(job_id, Outcome(status=JobStatus.COMPLETED))
+
+    def lost(_job_id: str) -> None:
+        raise ConnectionError("worker lost before the send was recorded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "callback_sent", lost)
+        steps.follow(job_id, Next("done", callback=callback, attempt=1))
+    assert sweeper.sweep()["callbacks"] == 0  # not overdue yet
+    later = store.now() + timedelta(seconds=rt.settings.callback_overdue_after + 1)
+    store._clock = lambda: later
+    assert sweeper.sweep()["callbacks"] == 1
+    assert sweeper.sweep()["callbacks"] == 0  # recorded this time
+
+    first, again = published
+    assert first == again == ("myapp.summary_ready", (job_id,), callback_id(job_id, 1))
+    assert callback_id(job_id, 2) != callback_id(job_id, 1) != callback_id(job_id)
