@@ -44,8 +44,9 @@ class Next:
     ``poll``: send a poll for fencing number ``seq`` in ``delay`` s, unless ``parked``
     (then the poll waits in SQL and the sweeper sends it when due). ``retry``: run the
     same step again in ``delay`` s. ``done``: the job is terminal; send ``callback`` if
-    set (this step's store won), as message ``callback_id(job_id, attempt)``. ``submit``: the job is pending again (a new attempt);
-    send a submit now. ``stop``: nothing to do (duplicate, stale or unknown).
+    set (this step's store won), as message ``callback_id(job_id, attempt)``. ``submit``:
+    the job is pending again (a new attempt); send a submit now. ``stop``: nothing to do
+    (duplicate, stale or unknown).
     """
 
     kind: Kind
