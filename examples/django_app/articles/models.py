@@ -46,8 +46,8 @@ class ClassificationRun(models.Model):
 class CallbackReceipt(models.Model):
     """One callback flexpipe delivered: which task ran, for which job or bulk id.
 
-    flexpipe sends callbacks at least once, so the tasks are idempotent; this log shows how
-    often each really arrived.
+    A callback message can be delivered again (a worker dying mid-task), so the tasks are
+    idempotent; this log shows how often each really arrived.
     """
 
     task = models.CharField(max_length=100)

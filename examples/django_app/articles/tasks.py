@@ -1,7 +1,9 @@
 """The callbacks flexpipe sends when a job (or a bulk job) ends; run by the newsroom's worker.
 
-Each reads the outcome from flexpipe by id and writes it to the article. They are
-idempotent: flexpipe delivers a callback at least once.
+Each reads the outcome from flexpipe by id and writes it to the article. flexpipe sends
+one message per outcome (its task id is fixed by the job), but like any ``acks_late``
+task a message runs again if the worker running it dies, so they are idempotent: they
+overwrite, never append.
 """
 
 from __future__ import annotations
