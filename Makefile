@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,emulator,flower]'
 	touch $(STAMP)
 
 ## Run the whole flow on embedded defaults (no Redis, no PostgreSQL, no API key).
@@ -27,8 +27,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest tests/unit tests/emulator
 
+## mypy sees the one import package as the wheel lays it out: pipeline/, tasks/ and config/
+## linked under build/typecheck/flexpipe (editable installs hide it behind an import hook).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	rm -rf build/typecheck && mkdir -p build/typecheck/flexpipe
+	for f in pipeline/*; do ln -s "../../../$$f" build/typecheck/flexpipe/; done
+	ln -s ../../../tasks ../../../config build/typecheck/flexpipe/
 	$(VENV)/bin/mypy
 
 format: $(STAMP)
@@ -42,4 +47,4 @@ bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick
 
 clean:
-	rm -rf $(VENV) .flexpipe .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build .flexpipe .pytest_cache .mypy_cache .ruff_cache

@@ -239,7 +239,7 @@ def flexpipe_bulk(
     stack: FlexpipeStack, emu: Emulator, n: int, tag: str, timeout: float
 ) -> dict[str, Any]:
     """``enqueue_many`` ``n`` jobs and wait until all are stored."""
-    from tasks import api
+    from flexpipe.tasks import api
 
     stack.activate()
     meter = CpuMeter(
@@ -466,7 +466,7 @@ class Fig2Background:
             concurrency=plan.concurrency,
             time_scale=self.scale,
         ).start(ctx.cleanup, wait=False)
-        from tasks import api
+        from flexpipe.tasks import api
 
         self.stack.activate()
         self.warm_ids = [
@@ -485,7 +485,7 @@ def figure2(ctx: Ctx, bg: Fig2Background) -> dict[str, Any]:
     tail, minutes at this time scale, is paid once). In each run flexpipe gets jobs at
     ``f2_rate`` per second, a loop process of its own gets its jobs at once (64 at a time)
     and the blocking worker gets its jobs; all on the one emulator."""
-    from tasks import api
+    from flexpipe.tasks import api
 
     plan = ctx.plan
     stack, emu, scale = bg.stack, bg.emu, bg.scale
@@ -672,7 +672,7 @@ class Fig3Background:
             name="f3",
             extra_env={"FLEXPIPE_SWEEP_INTERVAL": "1"},
         ).start(ctx.cleanup, wait=False)  # workers boot in parallel; warm-up waits in Redis
-        from tasks import api
+        from flexpipe.tasks import api
 
         self.stack.activate()
         self.warm_ids = [
@@ -699,7 +699,7 @@ def pss(sid: int) -> int:
 
 
 def figure3(ctx: Ctx, bg: Fig3Background) -> dict[str, Any]:
-    from tasks import api
+    from flexpipe.tasks import api
 
     plan = ctx.plan
     stack, emu, scale = bg.stack, bg.emu, bg.scale
@@ -902,7 +902,7 @@ def fig3_checks(stack: FlexpipeStack, emu: Emulator, n: int, bulk_ids: list[str]
 
 def figure4(ctx: Ctx, emu: Emulator) -> dict[str, Any]:
     """``enqueue()`` and ``enqueue_many()`` with Redis + PostgreSQL, no worker consuming."""
-    from tasks import api
+    from flexpipe.tasks import api
 
     plan = ctx.plan
     local = Cleanup()
@@ -950,7 +950,7 @@ def profile_enqueue(ctx: Ctx, emu: Emulator, out: Path) -> None:
     import cProfile
     import pstats
 
-    from tasks import api
+    from flexpipe.tasks import api
 
     local = Cleanup()
     try:

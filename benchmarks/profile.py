@@ -115,7 +115,7 @@ def main() -> int:
             name="profile",
             extra_env=F1_ENV,
         ).start(cleanup)
-        from tasks import api
+        from flexpipe.tasks import api
 
         stack.activate()
         warm = api.enqueue_many(texts(40))

@@ -66,7 +66,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
 
 
 class Emulator:
-    """``python -m pipeline.emulator`` in a process of its own."""
+    """``python -m flexpipe.emulator`` in a process of its own."""
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class Emulator:
         name: str = "emulator",
     ) -> None:
         self.argv = [
-            sys.executable, "-m", "pipeline.emulator",
+            sys.executable, "-m", "flexpipe.emulator",
             "--host", "127.0.0.1", "--port", "0",
             "--time-scale", f"{time_scale:g}", "--slots", "0", "--seed", str(seed),
             "--latency-flex", latency, "--queue-delay-flex", "fixed:0",
@@ -141,7 +141,7 @@ def create_database(cleanup: Cleanup) -> tuple[str, str]:
     """A fresh database ``flexpipe_bench_<hex>`` migrated to head; returns (name, url)."""
     import sqlalchemy as sa
 
-    from pipeline.migrations import upgrade
+    from flexpipe.migrations import upgrade
 
     name = f"flexpipe_bench_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -191,7 +191,7 @@ ESTIMATE_REFRESH = 5.0
 class FlexpipeStack:
     """flexpipe on Redis + a fresh PostgreSQL database, with a real worker and beat.
 
-    This process becomes the app side (``tasks.api``); the worker is a subprocess in a
+    This process becomes the app side (``flexpipe.tasks.api``); the worker is a subprocess in a
     session of its own, so its processes (main, pool children) are found by session id.
     Beat runs as its own process (``flexpipe beat``, as docs/deploy.md recommends), also in
     a session of its own: figure 3 reports its memory beside the worker's.
@@ -247,7 +247,7 @@ class FlexpipeStack:
         """Create the database and start the worker and beat; ``wait=False`` returns before
         the worker answers (call :meth:`ready` before relying on it: workers boot in
         parallel that way)."""
-        from pipeline.store import Store
+        from flexpipe.store import Store
 
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.db_name, url = create_database(cleanup)
@@ -278,21 +278,17 @@ class FlexpipeStack:
         for key in [k for k in os.environ if k.startswith("FLEXPIPE_")]:
             del os.environ[key]
         os.environ.update(self.env)
-        from config.celery import app, configure
-        from config.settings import get_settings
-        from tasks.runtime import reset
+        from flexpipe.config.settings import configure
 
-        get_settings.cache_clear()
-        configure(app, get_settings())
-        reset()
+        configure()
 
     def start_worker(self, cleanup: Cleanup, *, wait: bool = True) -> None:
-        from tasks.cli import worker_command
+        from flexpipe.tasks.cli import worker_command
 
         argv = worker_command(concurrency=self.concurrency, loglevel="warning")
         argv += ["-n", self.node]
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
-        beat = [sys.executable, "-m", "tasks.cli", "beat", "--loglevel", "warning"]
+        beat = [sys.executable, "-m", "flexpipe.tasks.cli", "beat", "--loglevel", "warning"]
         with open(self.log_path, "ab") as log:
             self.worker = subprocess.Popen(
                 argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -320,7 +316,7 @@ class FlexpipeStack:
 
 
 def deactivate() -> None:
-    from tasks.runtime import reset
+    from flexpipe.tasks.runtime import reset
 
     reset()
 

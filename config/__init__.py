@@ -1,1 +1,1 @@
-"""flexpipe configuration: the settings object and the Celery app (``config.celery``)."""
+"""flexpipe configuration: the settings object and the Celery app (``flexpipe.config.celery``)."""

@@ -1,4 +1,4 @@
-"""The Celery app: ``celery -A config.celery worker|beat|flower``.
+"""The Celery app: ``celery -A flexpipe.config.celery worker|beat|flower``.
 
 JSON only, no result backend (outputs live in flexpipe's own tables), late acks with
 reject-on-worker-lost (every task is idempotent), polls on their own queue, and a beat
@@ -11,8 +11,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from config import kombu_redis
-from config.settings import Settings, get_settings
+from flexpipe.config import kombu_redis
+from flexpipe.config.settings import Settings, get_settings, on_configure
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -51,61 +51,85 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return schedule
 
 
-def configure(celery_app: Celery, settings: Settings) -> Celery:
-    """Apply settings to the app; calling it again (tests, the demo) drops cached pools."""
-    options = broker_options(settings)
-    if not settings.embedded_broker:
-        # A Redis restart must not kill the worker: see config/kombu_redis.py.
-        kombu_redis.install()
-    # Only drop references: kombu shares pools per broker URL process-wide.
-    celery_app._pool = None
-    amqp = celery_app.__dict__.get("amqp")
-    if amqp is not None:
-        amqp._producer_pool = None
-    celery_app.conf.update(
-        broker_url=settings.broker_url,
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration flexpipe's tasks rely on, from flexpipe's settings."""
+    return {
+        "broker_url": settings.broker_url,
         # The embedded broker writes messages atomically (see config/broker.py).
-        broker_transport="config.broker:Transport" if settings.embedded_broker else None,
-        broker_transport_options=options,
-        broker_connection_retry_on_startup=True,
-        result_backend=None,
-        task_ignore_result=True,
-        task_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        task_default_queue=settings.queue,
-        task_routes={
+        "broker_transport": (
+            "flexpipe.config.broker:Transport" if settings.embedded_broker else None
+        ),
+        "broker_transport_options": broker_options(settings),
+        "broker_connection_retry_on_startup": True,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_default_queue": settings.queue,
+        "task_routes": {
             "flexpipe.poll": {"queue": settings.poll_queue},
             "flexpipe.poll_many": {"queue": settings.poll_queue},
         },
-        task_publish_retry_policy={
+        "task_publish_retry_policy": {
             "max_retries": 3,
             "interval_start": 0,
             "interval_step": 0.2,
             "interval_max": 0.5,
         },
-        worker_prefetch_multiplier=4,
-        worker_eta_task_limit=settings.worker_eta_task_limit,
-        worker_send_task_events=True,
-        task_send_sent_event=settings.task_sent_events,
-        worker_hijack_root_logger=False,
-        beat_schedule=beat_schedule(settings),
-        include=["tasks.steps", "tasks.sweeper", "tasks.schedule", *settings.import_list],
-    )
+        "worker_prefetch_multiplier": 4,
+        "worker_eta_task_limit": settings.worker_eta_task_limit,
+        "worker_send_task_events": True,
+        "task_send_sent_event": settings.task_sent_events,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": beat_schedule(settings),
+        "include": [
+            "flexpipe.tasks.steps",
+            "flexpipe.tasks.sweeper",
+            "flexpipe.tasks.schedule",
+            *settings.import_list,
+        ],
+    }
+
+
+def configure(celery_app: Celery, settings: Settings) -> Celery:
+    """Apply settings to an app now; calling it again drops the app's cached pools."""
+    # Only drop references: kombu shares pools per broker URL process-wide.
+    celery_app._pool = None
+    amqp = celery_app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
+    celery_app.conf.update(celery_config(settings))
     return celery_app
 
 
 #: Not made the current app: a Django or Flask app that imports flexpipe keeps its own
-#: app for ``@shared_task`` (the worker makes this one current when it starts).
-app = configure(Celery("flexpipe", set_as_current=False), get_settings())
+#: app for ``@shared_task`` (the worker makes this one current when it starts). Its
+#: configuration is read from the settings when first needed, not at import.
+app = Celery("flexpipe", set_as_current=False)
+app.add_defaults(lambda: celery_config(get_settings()))
+
+
+@on_configure
+def _reconfigure() -> None:
+    if app.configured:
+        configure(app, get_settings())
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _patch_transport(**_: Any) -> None:
+    # A Redis restart must not kill the worker or beat: see config/kombu_redis.py.
+    if not get_settings().embedded_broker:
+        kombu_redis.install()
 
 
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def _redact_secrets(logger: Any = None, **_: Any) -> None:
-    from config import logs
+    from flexpipe.config import logs
 
     settings = get_settings()
     secrets = [settings.api_key.get_secret_value()]

@@ -6,17 +6,19 @@ Nothing else in flexpipe reads the environment. Defaults need no server: SQLite 
 
 from __future__ import annotations
 
-import functools
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.errors import ConfigurationError
-from pipeline.flow import FlowSettings
-from pipeline.policy import PollPolicy, RetryPolicy
+from flexpipe.errors import ConfigurationError
+from flexpipe.flow import FlowSettings
+from flexpipe.policy import PollPolicy, RetryPolicy
 
 EMULATOR_PORT = 8321
 _DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
@@ -107,6 +109,32 @@ class Settings(BaseSettings):
     classify_schedule: float = Field(0.0, ge=0)
     #: Dotted path of the job function, e.g. ``myapp.jobs.classify_new_tickets``.
     classify_job: str = ""
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            make_url(value).get_dialect()
+        except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+            raise ValueError(f"not a database URL SQLAlchemy can use ({exc})") from None
+        return value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _api_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://api.doubleword.ai/v1")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "must not carry credentials (user:password@); set FLEXPIPE_API_KEY instead"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -201,10 +229,11 @@ class Settings(BaseSettings):
         )
 
 
-def load_settings() -> Settings:
-    """Read settings now; bad ones raise :class:`ConfigurationError` with one clear line."""
+def load_settings(**values: Any) -> Settings:
+    """Read settings now (``values`` win over the environment); bad ones raise
+    :class:`ConfigurationError` with one line that names the variable."""
     try:
-        return Settings()
+        return Settings(**values)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ()))
@@ -213,7 +242,47 @@ def load_settings() -> Settings:
         raise ConfigurationError(f"bad setting: {name}{message}") from None
 
 
-@functools.cache
+_lock = threading.Lock()
+_current: Settings | None = None
+_given: Settings | None = None
+_listeners: list[Callable[[], None]] = []
+
+
 def get_settings() -> Settings:
-    """The process-wide settings (read once)."""
-    return load_settings()
+    """The process-wide settings: those given to :func:`configure`, else the environment's
+    (read once, on first use)."""
+    global _current
+    current = _current
+    if current is None:
+        with _lock:
+            if _current is None:
+                _current = _given if _given is not None else load_settings()
+            current = _current
+    return current
+
+
+def configure(settings: Settings | None = None, /, **values: Any) -> Settings:
+    """Give flexpipe its settings in code, instead of (or on top of) ``FLEXPIPE_*``.
+
+    ``configure(database_url="postgresql+psycopg://...", broker_url="redis://...")`` or
+    ``configure(Settings(...))``; ``configure()`` with nothing goes back to the environment.
+    Whatever was built from the old settings in this process (the Celery app's
+    configuration, the database engine, the HTTP client) is rebuilt on next use.
+    Raises :class:`ConfigurationError` for a bad value; the old settings then stay.
+    """
+    global _current, _given
+    if settings is not None and values:
+        raise TypeError("configure() takes a Settings object or keyword values, not both")
+    given = settings if settings is not None else (load_settings(**values) if values else None)
+    with _lock:
+        _given = given
+        _current = given
+    for listener in list(_listeners):
+        listener()
+    return get_settings()
+
+
+def on_configure(listener: Callable[[], None]) -> Callable[[], None]:
+    """Call ``listener`` after every :func:`configure` (the Celery app and the runtime use it)."""
+    _listeners.append(listener)
+    return listener

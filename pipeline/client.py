@@ -2,7 +2,7 @@
 
 :class:`FlexClient` sends flex requests (``responses.create`` with ``background=True``,
 ``store=True``), reads them back by id and cancels them; it returns
-:class:`ProviderResponse` records and raises only :mod:`pipeline.errors` exceptions.
+:class:`ProviderResponse` records and raises only :mod:`flexpipe.errors` exceptions.
 :func:`translate_error` is the single boundary where ``openai`` exceptions become ours.
 """
 
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 # ``openai`` is imported where it is first used, not here: a worker's main process and beat
 # import this module but never call the provider, and the SDK costs ~47 MB of RSS each.
 
-from pipeline import errors
-from pipeline.models import JOB_ID_METADATA_KEY, JobRequest, Usage
+from flexpipe import errors
+from flexpipe.models import JOB_ID_METADATA_KEY, JobRequest, Usage
 
 _TERMINAL = frozenset({"completed", "failed", "cancelled", "incomplete"})
 

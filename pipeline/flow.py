@@ -21,13 +21,13 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 
-from pipeline import errors
-from pipeline.client import FlexClient, ProviderResponse
-from pipeline.limits import Limiter, NoLimits
-from pipeline.models import Job
-from pipeline.policy import LatencyEstimate, PollPolicy, RetryPolicy
-from pipeline.states import IN_FLIGHT, JobStatus, from_provider
-from pipeline.store import Finished, Outcome, Store
+from flexpipe import errors
+from flexpipe.client import FlexClient, ProviderResponse
+from flexpipe.limits import Limiter, NoLimits
+from flexpipe.models import Job
+from flexpipe.policy import LatencyEstimate, PollPolicy, RetryPolicy
+from flexpipe.states import IN_FLIGHT, JobStatus, from_provider
+from flexpipe.store import Finished, Outcome, Store
 
 log = logging.getLogger("flexpipe.flow")
 
@@ -65,7 +65,7 @@ class Next:
 
 @dataclass
 class FlowSettings:
-    """The knobs of the flow (all from ``config.settings``)."""
+    """The knobs of the flow (all from ``flexpipe.config.settings``)."""
 
     poll: PollPolicy = field(default_factory=PollPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)

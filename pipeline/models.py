@@ -1,7 +1,7 @@
 """Request and record types: what an app asks for, and what flexpipe keeps about it.
 
 :class:`JobRequest` is built by :func:`build_request`, which validates every field and
-raises :class:`~pipeline.errors.ValidationError` naming the first bad one; records read
+raises :class:`~flexpipe.errors.ValidationError` naming the first bad one; records read
 back from SQL are small frozen dataclasses (:class:`Job`, :class:`Result`).
 """
 
@@ -18,8 +18,8 @@ from typing import Any, Literal
 from jsonschema import Draft202012Validator
 from jsonschema import exceptions as jsonschema_exceptions
 
-from pipeline.errors import ValidationError
-from pipeline.states import JobStatus
+from flexpipe.errors import ValidationError
+from flexpipe.states import JobStatus
 
 Tier = Literal["flex", "priority"]
 Mode = Literal["background", "blocking"]

@@ -19,10 +19,10 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 
-from pipeline.errors import JobNotFound
-from pipeline.models import Bulk, Job, JobRequest, Result, Usage
-from pipeline.schema import attempts, bulks, jobs, metadata, results
-from pipeline.states import IN_FLIGHT, TERMINAL, JobStatus
+from flexpipe.errors import JobNotFound
+from flexpipe.models import Bulk, Job, JobRequest, Result, Usage
+from flexpipe.schema import attempts, bulks, jobs, metadata, results
+from flexpipe.states import IN_FLIGHT, TERMINAL, JobStatus
 
 log = logging.getLogger("flexpipe.store")
 

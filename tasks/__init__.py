@@ -1,23 +1,6 @@
-"""flexpipe's Celery tasks and the Python API that apps call.
+"""flexpipe's Celery side: the tasks (``steps``, ``sweeper``, ``schedule``), the API that
+apps call (``api``, re-exported by :mod:`flexpipe`), and the per-process runtime.
 
-    from tasks import enqueue, get, wait, cancel
-
-    job_id = enqueue("Summarise this ...", instructions="One paragraph.",
-                     callback="myapp.tasks.summary_ready")
-
-The API is imported on first use, so ``import tasks.cli`` reads no settings.
+Importing this package imports nothing else; ``flexpipe.tasks.api`` builds the Celery
+app's configuration on first use, not at import.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["cancel", "enqueue", "enqueue_many", "get", "get_bulk", "wait"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from tasks import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'tasks' has no attribute {name!r}")

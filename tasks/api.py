@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from config.celery import app
-from pipeline.errors import JobNotFound, ValidationError
-from pipeline.models import Bulk, JobView, build_request, resolve_deadline
-from pipeline.states import JobStatus
-from pipeline.store import NewJob
-from tasks.runtime import runtime
+from flexpipe.config.celery import app
+from flexpipe.errors import JobNotFound, ValidationError
+from flexpipe.models import Bulk, JobView, build_request, resolve_deadline
+from flexpipe.states import JobStatus
+from flexpipe.store import NewJob
+from flexpipe.tasks.runtime import runtime
 
 log = logging.getLogger("flexpipe.api")
 
@@ -168,7 +168,7 @@ def get_bulk(bulk_id: str) -> Bulk:
 
 def publish_submits(job_ids: Sequence[str], chunk: int = 50) -> None:
     """Publish submits for many jobs, ``chunk`` ids per message."""
-    from tasks.steps import submit_many
+    from flexpipe.tasks.steps import submit_many
 
     try:
         for start in range(0, len(job_ids), chunk):
@@ -183,7 +183,7 @@ def publish_submits(job_ids: Sequence[str], chunk: int = 50) -> None:
 
 def publish_submit(job_id: str) -> None:
     """Publish the submit task; if the broker is down the sweeper will do it later."""
-    from tasks.steps import submit
+    from flexpipe.tasks.steps import submit
 
     try:
         submit.apply_async((job_id, 0))
@@ -252,7 +252,7 @@ def wait(job_id: str, timeout: float = 60.0, interval: float = 0.2) -> JobView:
 
 def cancel(job_id: str) -> JobView:
     """Cancel a job now (at the provider where it supports cancel) and return it."""
-    from tasks.steps import follow
+    from flexpipe.tasks.steps import follow
 
     rt = runtime()
     rt.store.require_job(job_id)

@@ -5,7 +5,7 @@ results back in input order.
 the given labels. flexpipe validates each answer against that schema, asks the provider
 once more when an answer does not match, and fails the item as ``invalid_output`` when the
 second answer does not match either. Both functions return the bulk id of
-:func:`tasks.api.enqueue_many`, so ``get_bulk``, ``flexpipe bulk wait`` and the
+:func:`flexpipe.tasks.api.enqueue_many`, so ``get_bulk``, ``flexpipe bulk wait`` and the
 ``on_complete`` callback work as for any bulk job.
 """
 
@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import JobNotFound, ValidationError
-from pipeline.models import Job, JobView, Result
-from pipeline.states import JobStatus
-from tasks.api import enqueue_many
-from tasks.runtime import runtime
+from flexpipe.errors import JobNotFound, ValidationError
+from flexpipe.models import Job, JobView, Result
+from flexpipe.states import JobStatus
+from flexpipe.tasks.api import enqueue_many
+from flexpipe.tasks.runtime import runtime
 
 #: Metadata key holding an item's position in the input, so results come back in order.
 ITEM_KEY = "flexpipe_item"
@@ -57,7 +57,7 @@ def classify(
 ) -> str:
     """Classify each item into exactly one of ``labels``, as one bulk job; return its id.
 
-    ``items`` are texts, or dicts of :func:`tasks.api.enqueue` arguments (e.g. ``input``
+    ``items`` are texts, or dicts of :func:`flexpipe.tasks.api.enqueue` arguments (e.g. ``input``
     plus ``metadata`` to find the row again, or an ``idempotency_key``). ``instructions``
     go before the list of labels. ``enqueue_kwargs`` (``model``, ``service_tier``,
     ``deadline``, ``metadata``…) apply to every item. The label is stored parsed:
@@ -166,7 +166,7 @@ def _numbered(
         raise ValidationError("metadata", "must be a mapping of strings to strings")
     out = []
     for position, item in enumerate(items):
-        request = {"input": item} if isinstance(item, str) else dict(item)
+        request: dict[str, Any] = {"input": item} if isinstance(item, str) else dict(item)
         if any(key in request for key in _RESERVED):
             raise ValidationError(f"requests[{position}]", "must not set schema or messages")
         own = request.get("metadata") or {}

@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.errors import FlexpipeError
+from flexpipe.errors import FlexpipeError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -76,7 +76,7 @@ def submit(
     timeout: float,
 ) -> None:
     """Enqueue TEXT as a job and print its id (a worker must be running)."""
-    from tasks import api
+    from flexpipe.tasks import api
 
     schema = None
     if schema_file is not None:
@@ -106,7 +106,7 @@ def submit(
 @click.argument("job_id")
 def status(job_id: str) -> None:
     """Show a job's status and timings."""
-    from tasks import api
+    from flexpipe.tasks import api
 
     job = api.get(job_id).job
     table = Table(show_header=False, box=None)
@@ -134,7 +134,7 @@ def status(job_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the stored result as JSON.")
 def result(job_id: str, as_json: bool) -> None:
     """Print a finished job's output."""
-    from tasks import api
+    from flexpipe.tasks import api
 
     view = api.get(job_id)
     if not view.terminal:
@@ -178,8 +178,8 @@ def _print_result(view: Any, *, as_json: bool) -> None:
 @click.option("--limit", default=20, show_default=True, help="How many jobs.")
 def list_jobs(status_: str | None, limit: int) -> None:
     """List recent jobs."""
-    from pipeline.states import JobStatus
-    from tasks.runtime import runtime
+    from flexpipe.states import JobStatus
+    from flexpipe.tasks.runtime import runtime
 
     if status_ and status_ not in {s.value for s in JobStatus}:
         fail(f"--status must be one of {', '.join(s.value for s in JobStatus)}")
@@ -203,7 +203,7 @@ def list_jobs(status_: str | None, limit: int) -> None:
 @click.argument("job_id")
 def cancel(job_id: str) -> None:
     """Cancel a job (at the provider too, where it supports cancel)."""
-    from tasks import api
+    from flexpipe.tasks import api
 
     view = api.cancel(job_id)
     console.print(
@@ -226,8 +226,8 @@ def cancel(job_id: str) -> None:
 )
 def retry(job_id: str | None, status_: str | None, since: str | None) -> None:
     """Resubmit a failed job (or all with --status) as a new attempt; history is kept."""
-    from pipeline.states import JobStatus
-    from tasks import api
+    from flexpipe.states import JobStatus
+    from flexpipe.tasks import api
 
     if (job_id is None) == (status_ is None):
         fail("give either a JOB id or --status")
@@ -270,13 +270,13 @@ def worker_command(
     *, beat: bool = False, concurrency: int | None = None, loglevel: str = "info"
 ) -> list[str]:
     """The argv of a worker process (the CLI, the demo and the tests all use this)."""
-    from config.settings import get_settings
+    from flexpipe.config.settings import get_settings
 
     settings = get_settings()
     queues = [settings.queue, settings.poll_queue]
     if settings.import_list and settings.callback_queue not in queues:
         queues.append(settings.callback_queue)  # the imported modules hold callback tasks
-    argv = [sys.executable, "-m", "celery", "-A", "config.celery", "worker"]
+    argv = [sys.executable, "-m", "celery", "-A", "flexpipe.config.celery", "worker"]
     argv += ["-Q", ",".join(queues), "-l", loglevel]
     if concurrency or settings.worker_concurrency:
         argv += ["-c", str(concurrency or settings.worker_concurrency)]
@@ -291,7 +291,7 @@ def worker_command(
 @click.option("--loglevel", "-l", default="info", show_default=True)
 def beat(loglevel: str) -> None:
     """Run the beat scheduler (sends the sweeper)."""
-    from config.settings import get_settings
+    from flexpipe.config.settings import get_settings
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -302,7 +302,7 @@ def beat(loglevel: str) -> None:
             "-m",
             "celery",
             "-A",
-            "config.celery",
+            "flexpipe.config.celery",
             "beat",
             "-l",
             loglevel,
@@ -341,7 +341,7 @@ def flower_command(*, port: int = 5555, address: str = "127.0.0.1") -> list[str]
         "-m",
         "celery",
         "-A",
-        "config.celery",
+        "flexpipe.config.celery",
         "flower",
         f"--port={port}",
         f"--address={address}",
@@ -354,7 +354,7 @@ def flower_environment(*, no_auth: bool = False) -> dict[str, str]:
     Without a password it fails unless ``no_auth``; an inherited ``FLOWER_BASIC_AUTH`` is
     never used, so the settings are the only source of credentials.
     """
-    from config.settings import get_settings
+    from flexpipe.config.settings import get_settings
 
     settings = get_settings()
     env = {key: value for key, value in os.environ.items() if key != "FLOWER_BASIC_AUTH"}
@@ -381,8 +381,8 @@ def db() -> None:
 @db.command()
 def upgrade() -> None:
     """Create or upgrade flexpipe's tables to the latest migration."""
-    from config.settings import get_settings
-    from pipeline.migrations import upgrade as run_upgrade
+    from flexpipe.config.settings import get_settings
+    from flexpipe.migrations import upgrade as run_upgrade
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -400,7 +400,7 @@ def _safe_url(url: str) -> str:
 @click.option("--keep", is_flag=True, help="Keep the demo's data folder from the last run.")
 def demo(keep: bool) -> None:
     """Run the whole flow on embedded defaults: emulator, SQLite, filesystem broker."""
-    from tasks.demo import run_demo
+    from flexpipe.tasks.demo import run_demo
 
     if not keep:
         shutil.rmtree(Path(".flexpipe/demo"), ignore_errors=True)
@@ -416,7 +416,7 @@ def bulk() -> None:
 @click.argument("bulk_id")
 def bulk_status(bulk_id: str) -> None:
     """Show a bulk job's counters."""
-    from tasks import api
+    from flexpipe.tasks import api
 
     b = api.get_bulk(bulk_id)
     table = Table(
@@ -515,7 +515,7 @@ def classify(
     Writes every input row plus label, status, error and job_id, in input order, and
     exits with 1 if some rows did not complete.
     """
-    from tasks import bulk
+    from flexpipe.tasks import bulk
 
     names = [label.strip() for label in labels.split(",") if label.strip()]
     if not names:
@@ -546,7 +546,7 @@ def summarize(
     Writes every input row plus summary, status, error and job_id, in input order, and
     exits with 1 if some rows did not complete.
     """
-    from tasks import bulk
+    from flexpipe.tasks import bulk
 
     rows = _read_bulk_file(file, field, output, wait)
     texts = [row[field] for row in rows]
@@ -564,8 +564,8 @@ def summarize(
 )
 def bulk_results(bulk_id: str, output: Path | None) -> None:
     """Write a bulk job's items in input order: item, job_id, status, label, summary, error."""
-    from tasks import bulk as bulk_jobs
-    from tasks.rows import RowsError, output_format, write_rows
+    from flexpipe.tasks import bulk as bulk_jobs
+    from flexpipe.tasks.rows import RowsError, output_format, write_rows
 
     try:
         if output is not None:
@@ -590,7 +590,7 @@ def _read_bulk_file(
     file: Path, field: str, output: Path | None, wait: bool
 ) -> list[dict[str, Any]]:
     """Check the output path first (nothing is enqueued if it is wrong), then read FILE."""
-    from tasks.rows import RowsError, output_format, read_rows
+    from flexpipe.tasks.rows import RowsError, output_format, read_rows
 
     if output is not None and not wait:
         fail("--output needs --wait; later, use: flexpipe bulk results BULK_ID --output FILE")
@@ -611,8 +611,8 @@ def _finish_bulk_file(
     timeout: float,
 ) -> None:
     """Print the bulk id, or wait for the bulk and write each row with its outcome."""
-    from tasks import bulk as bulk_jobs
-    from tasks.rows import RowsError, write_rows
+    from flexpipe.tasks import bulk as bulk_jobs
+    from flexpipe.tasks.rows import RowsError, write_rows
 
     if not wait:
         console.print(bulk_id, highlight=False)
@@ -652,7 +652,7 @@ def _wait_with_progress(bulk_id: str, timeout: float) -> Any:
         TimeRemainingColumn,
     )
 
-    from tasks import api
+    from flexpipe.tasks import api
 
     b = api.get_bulk(bulk_id)
     end = time.monotonic() + timeout
@@ -689,7 +689,7 @@ def _ts(value: Any) -> str:
 
 
 def _add_emulator() -> None:
-    from pipeline.emulator.cli import emulator
+    from flexpipe.emulator.cli import emulator
 
     cli.add_command(emulator)
 

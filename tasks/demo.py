@@ -23,7 +23,7 @@ INSTRUCTIONS = "Summarise this document in two or three sentences for a busy rea
 
 
 def run_demo(folder: Path, *, timeout: float = 50.0) -> int:
-    from pipeline.emulator import EmulatorConfig, run_in_thread
+    from flexpipe.emulator import EmulatorConfig, run_in_thread
 
     console = Console()
     folder = folder.resolve()
@@ -44,16 +44,13 @@ def run_demo(folder: Path, *, timeout: float = 50.0) -> int:
             "FLEXPIPE_TIME_SCALE": str(TIME_SCALE),
         }
     )
-    from config.settings import get_settings
+    from flexpipe.config.settings import configure, get_settings
 
-    get_settings.cache_clear()
-    from config.celery import app, configure
-
-    configure(app, get_settings())
-    from pipeline.migrations import upgrade
-    from tasks import api
-    from tasks.cli import worker_command
-    from tasks.runtime import reset, runtime
+    configure()
+    from flexpipe.migrations import upgrade
+    from flexpipe.tasks import api
+    from flexpipe.tasks.cli import worker_command
+    from flexpipe.tasks.runtime import reset, runtime
 
     reset()
     settings = get_settings()
@@ -93,7 +90,7 @@ def run_demo(folder: Path, *, timeout: float = 50.0) -> int:
 
 
 def _progress(console: Console, ids: list[str], timeout: float) -> bool:
-    from tasks.runtime import runtime
+    from flexpipe.tasks.runtime import runtime
 
     store = runtime().store
     terminal = {"completed", "failed", "cancelled", "incomplete", "expired"}
@@ -120,7 +117,7 @@ def _progress(console: Console, ids: list[str], timeout: float) -> bool:
 
 
 def _table(console: Console, ids: list[str], names: list[str]) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     table = Table("job", "document", "status", "tokens", "latency", "summary")
     room = max(16, console.width - 66)

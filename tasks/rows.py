@@ -88,7 +88,7 @@ def _jsonl(path: Path, content: str, text_field: str) -> list[dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise RowsError(f"{path} line {number}: not JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise RowsError(f"{path} line {number}: not a JSON object")

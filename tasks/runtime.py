@@ -9,11 +9,11 @@ import os
 import threading
 from dataclasses import dataclass
 
-from config.settings import Settings, get_settings
-from pipeline.client import FlexClient
-from pipeline.flow import Flow
-from pipeline.limits import Limiter, NoLimits, RedisLimiter
-from pipeline.store import Store
+from flexpipe.client import FlexClient
+from flexpipe.config.settings import Settings, get_settings, on_configure
+from flexpipe.flow import Flow
+from flexpipe.limits import Limiter, NoLimits, RedisLimiter
+from flexpipe.store import Store
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,9 @@ def _build(settings: Settings) -> Runtime:
     return Runtime(settings, store, client, flow)
 
 
+@on_configure
 def reset() -> None:
-    """Forget this process's runtime (tests that change settings call this)."""
+    """Forget this process's runtime; :func:`flexpipe.configure` calls this."""
     global _runtime
     with _lock:
         if _runtime is not None:

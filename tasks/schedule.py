@@ -3,7 +3,7 @@
 by ``FLEXPIPE_CLASSIFY_JOB``.
 
 That function picks the rows that need a label, enqueues them as one bulk job
-(:func:`tasks.bulk.classify`) with an ``on_complete`` callback that writes the labels back,
+(:func:`flexpipe.tasks.bulk.classify`) with an ``on_complete`` callback that writes the labels back,
 and returns the bulk id (None when there was nothing to do). Beat does not wait for a bulk
 to finish before the next run, so the function must mark the rows it sent and skip them
 next time. ``examples/scheduled_classification`` is a complete example.
@@ -15,9 +15,9 @@ import importlib
 import logging
 from collections.abc import Callable
 
-from config.celery import app
-from pipeline.errors import ConfigurationError
-from tasks.runtime import runtime
+from flexpipe.config.celery import app
+from flexpipe.errors import ConfigurationError
+from flexpipe.tasks.runtime import runtime
 
 log = logging.getLogger("flexpipe.schedule")
 

@@ -1,4 +1,4 @@
-"""The pipeline's Celery tasks. Each reads ids, calls one ``pipeline.flow`` step, and
+"""The pipeline's Celery tasks. Each reads ids, calls one ``flexpipe.flow`` step, and
 schedules what the step says comes next. Messages carry job ids and small integers only.
 """
 
@@ -12,10 +12,10 @@ from typing import Any
 
 from celery import Task
 
-from config.celery import app
-from pipeline.flow import Next, callback_id
-from pipeline.store import TRANSIENT_DB_ERRORS
-from tasks.runtime import runtime
+from flexpipe.config.celery import app
+from flexpipe.flow import Next, callback_id
+from flexpipe.store import TRANSIENT_DB_ERRORS
+from flexpipe.tasks.runtime import runtime
 
 log = logging.getLogger("flexpipe.tasks")
 
@@ -112,7 +112,7 @@ def store(job_id: str) -> str:
 @app.task(name="flexpipe.enqueue")
 def enqueue(**request: Any) -> str:
     """Enqueue a job for apps that don't import flexpipe: ``send_task("flexpipe.enqueue")``."""
-    from tasks.api import enqueue as enqueue_job
+    from flexpipe.tasks.api import enqueue as enqueue_job
 
     return enqueue_job(**request)
 

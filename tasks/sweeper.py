@@ -11,9 +11,9 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from config.celery import app
-from tasks.runtime import runtime
-from tasks.steps import follow, poll_many, send_bulk_callback, send_callback, submit
+from flexpipe.config.celery import app
+from flexpipe.tasks.runtime import runtime
+from flexpipe.tasks.steps import follow, poll_many, send_bulk_callback, send_callback, submit
 
 log = logging.getLogger("flexpipe.sweeper")
 BATCH = 2000

@@ -26,7 +26,7 @@ os.environ.pop("OPENAI_BASE_URL", None)
 from flask.testing import FlaskClient  # noqa: E402
 
 from examples.flask_app.app import create_app  # noqa: E402
-from pipeline.emulator import EmulatorConfig, run_in_thread  # noqa: E402
+from flexpipe.emulator import EmulatorConfig, run_in_thread  # noqa: E402
 from tests.integration.stack import TIME_SCALE, Stack  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379"

@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, request, url_for
 from flask.typing import ResponseReturnValue
 
 import tasks as flexpipe
-from pipeline.errors import JobNotFound, ValidationError
+from flexpipe.errors import JobNotFound, ValidationError
 
 bp = Blueprint("summaries", __name__, url_prefix="/summaries")
 

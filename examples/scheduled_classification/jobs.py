@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from celery import shared_task
 
 from examples.scheduled_classification.tickets import LABELS, WAITING, engine, runs, tickets
-from tasks.bulk import classify, results
+from flexpipe.tasks.bulk import classify, results
 
 #: Tickets per run; the rest wait for the next one.
 BATCH = 500

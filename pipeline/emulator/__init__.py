@@ -2,16 +2,16 @@
 the real service: Doubleword and OpenAI flavours, a slot-limited queue, scaled latency models,
 deterministic outputs and faults, an upstream mode, and request counting.
 
-Start it with ``python -m pipeline.emulator`` / ``flexpipe emulator``, or in-process::
+Start it with ``python -m flexpipe.emulator`` / ``flexpipe emulator``, or in-process::
 
     with run_in_thread(EmulatorConfig(time_scale=0.01)) as emu:
         client = openai.OpenAI(base_url=emu.base_url, api_key="x")
 """
 
-from pipeline.emulator.config import EmulatorConfig
-from pipeline.emulator.latency import LatencyModel
-from pipeline.emulator.runner import EmulatorHandle, run_in_thread, serve
-from pipeline.emulator.server import build_app
+from flexpipe.emulator.config import EmulatorConfig
+from flexpipe.emulator.latency import LatencyModel
+from flexpipe.emulator.runner import EmulatorHandle, run_in_thread, serve
+from flexpipe.emulator.server import build_app
 
 __all__ = [
     "EmulatorConfig",

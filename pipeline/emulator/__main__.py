@@ -1,6 +1,6 @@
-"""``python -m pipeline.emulator``: the emulator CLI."""
+"""``python -m flexpipe.emulator``: the emulator CLI."""
 
-from pipeline.emulator.cli import emulator
+from flexpipe.emulator.cli import emulator
 
 if __name__ == "__main__":
-    emulator(prog_name="python -m pipeline.emulator")
+    emulator(prog_name="python -m flexpipe.emulator")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from pipeline.emulator.replies import emulator, json_error, json_response
-from pipeline.emulator.responses import read_json
-from pipeline.emulator.validation import InvalidRequest
+from flexpipe.emulator.replies import emulator, json_error, json_response
+from flexpipe.emulator.responses import read_json
+from flexpipe.emulator.validation import InvalidRequest
 
 
 async def get_faults(request: web.Request) -> web.Response:

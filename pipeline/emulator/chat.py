@@ -11,11 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.emulator.objects import DW_ERROR_TYPES, chat_completion, dumps
-from pipeline.emulator.records import Record
-from pipeline.emulator.replies import Dropped, emulator, injected, json_error, json_response
-from pipeline.emulator.responses import _bad_request, hold_timeout, read_json, wait_terminal
-from pipeline.emulator.validation import InvalidRequest, validate_chat
+from flexpipe.emulator.objects import DW_ERROR_TYPES, chat_completion, dumps
+from flexpipe.emulator.records import Record
+from flexpipe.emulator.replies import Dropped, emulator, injected, json_error, json_response
+from flexpipe.emulator.responses import _bad_request, hold_timeout, read_json, wait_terminal
+from flexpipe.emulator.validation import InvalidRequest, validate_chat
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

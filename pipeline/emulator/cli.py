@@ -1,4 +1,4 @@
-"""``flexpipe emulator`` / ``python -m pipeline.emulator``: run the flex API emulator."""
+"""``flexpipe emulator`` / ``python -m flexpipe.emulator``: run the flex API emulator."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from pipeline.emulator.config import DEFAULT_MODELS, FLAVORS, EmulatorConfig
-from pipeline.emulator.faults import FaultConfig, parse_assignment
-from pipeline.emulator.latency import LatencyModel
-from pipeline.emulator.runner import serve
+from flexpipe.emulator.config import DEFAULT_MODELS, FLAVORS, EmulatorConfig
+from flexpipe.emulator.faults import FaultConfig, parse_assignment
+from flexpipe.emulator.latency import LatencyModel
+from flexpipe.emulator.runner import serve
 
 _LATENCY_HELP = "fixed:S | uniform:LO,HI | lognormal:MEDIAN,SIGMA (unscaled seconds)"
 

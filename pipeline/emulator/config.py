@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.emulator.latency import LatencyModel
+from flexpipe.emulator.latency import LatencyModel
 
 Flavor = Literal["doubleword", "openai"]
 FLAVORS: tuple[str, ...] = ("doubleword", "openai")
@@ -87,9 +87,9 @@ class EmulatorConfig:
     upstream_model: str | None = None
     #: Timeout of one upstream call, real seconds.
     upstream_timeout_s: float = 600.0
-    #: Fault knobs (see :mod:`pipeline.emulator.faults`), e.g. ``{"create_429_rate": 0.1}``.
+    #: Fault knobs (see :mod:`flexpipe.emulator.faults`), e.g. ``{"create_429_rate": 0.1}``.
     faults: Mapping[str, Any] = field(default_factory=dict)
-    #: Python logging level name for the ``pipeline.emulator`` logger.
+    #: Python logging level name for the ``flexpipe.emulator`` logger.
     log_level: str = "WARNING"
     #: Log every request (aiohttp access log); off by default because it costs throughput.
     access_log: bool = False

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from pipeline.emulator.text import digest
+from flexpipe.emulator.text import digest
 
 _RATES = (
     "create_429_rate",

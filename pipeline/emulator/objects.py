@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from pipeline.emulator.records import Record
+from flexpipe.emulator.records import Record
 
 DW_ERROR_TYPES = {
     400: "invalid_request_error",

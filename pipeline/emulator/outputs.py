@@ -1,7 +1,7 @@
 """Deterministic model outputs for a request: text, JSON object, or schema-valid JSON.
 
-See :mod:`pipeline.emulator.text` for the summary and the token estimate
-(``ceil(chars / 4)``) and :mod:`pipeline.emulator.structured` for ``json_schema`` outputs.
+See :mod:`flexpipe.emulator.text` for the summary and the token estimate
+(``ceil(chars / 4)``) and :mod:`flexpipe.emulator.structured` for ``json_schema`` outputs.
 A text over ``max_output_tokens`` is cut to ``4 * max_output_tokens`` characters and marked
 truncated.
 """
@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.emulator.structured import SchemaFaker
-from pipeline.emulator.text import (
+from flexpipe.emulator.structured import SchemaFaker
+from flexpipe.emulator.text import (
     digest,
     estimate_tokens,
     keywords,

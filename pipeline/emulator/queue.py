@@ -18,13 +18,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from pipeline.emulator.config import EmulatorConfig
-from pipeline.emulator.faults import Faults
-from pipeline.emulator.outputs import Output, generate
-from pipeline.emulator.records import Record
-from pipeline.emulator.store import Store
+from flexpipe.emulator.config import EmulatorConfig
+from flexpipe.emulator.faults import Faults
+from flexpipe.emulator.outputs import Output, generate
+from flexpipe.emulator.records import Record
+from flexpipe.emulator.store import Store
 
-log = logging.getLogger("pipeline.emulator")
+log = logging.getLogger("flexpipe.emulator")
 
 #: ``(message, code)`` of an injected job failure.
 INJECTED_FAILURE = (500, "The server had an error while processing your request (injected fault).")

@@ -12,7 +12,7 @@ import os
 import uuid
 from typing import Any
 
-from pipeline.emulator.outputs import Output
+from flexpipe.emulator.outputs import Output
 
 #: Statuses after which a record never changes.
 TERMINAL = frozenset({"completed", "failed", "cancelled", "incomplete"})

@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.emulator.objects import dumps, error_body
-from pipeline.emulator.service import Emulator
+from flexpipe.emulator.objects import dumps, error_body
+from flexpipe.emulator.service import Emulator
 
 EMULATOR = web.AppKey("emulator", Emulator)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.emulator.objects import (
+from flexpipe.emulator.objects import (
     dumps,
     dw_create_body,
     dw_object,
@@ -18,8 +18,8 @@ from pipeline.emulator.objects import (
     sse,
     stream_events,
 )
-from pipeline.emulator.records import Record
-from pipeline.emulator.replies import (
+from flexpipe.emulator.records import Record
+from flexpipe.emulator.replies import (
     Dropped,
     emulator,
     injected,
@@ -28,8 +28,8 @@ from pipeline.emulator.replies import (
     not_found,
     text_error,
 )
-from pipeline.emulator.service import Emulator
-from pipeline.emulator.validation import InvalidRequest, validate_create
+from flexpipe.emulator.service import Emulator
+from flexpipe.emulator.validation import InvalidRequest, validate_create
 
 
 async def read_json(request: web.Request) -> Any:

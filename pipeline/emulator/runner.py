@@ -12,9 +12,9 @@ from types import TracebackType
 
 from aiohttp import web
 
-from pipeline.emulator.config import EmulatorConfig
-from pipeline.emulator.server import build_app, emulator_of
-from pipeline.emulator.service import Emulator
+from flexpipe.emulator.config import EmulatorConfig
+from flexpipe.emulator.server import build_app, emulator_of
+from flexpipe.emulator.service import Emulator
 
 
 async def _start(config: EmulatorConfig, host: str, port: int) -> tuple[web.AppRunner, int]:

@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from pipeline.emulator import admin, chat, responses
-from pipeline.emulator.config import EmulatorConfig
-from pipeline.emulator.replies import EMULATOR, Dropped, json_response, unauthorized
-from pipeline.emulator.service import Emulator
+from flexpipe.emulator import admin, chat, responses
+from flexpipe.emulator.config import EmulatorConfig
+from flexpipe.emulator.replies import EMULATOR, Dropped, json_response, unauthorized
+from flexpipe.emulator.service import Emulator
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -109,7 +109,7 @@ async def _on_cleanup(app: web.Application) -> None:
 def build_app(config: EmulatorConfig | None = None) -> web.Application:
     """The emulator as an aiohttp application (serve it with any aiohttp runner)."""
     config = config or EmulatorConfig()
-    logging.getLogger("pipeline.emulator").setLevel(config.log_level.upper())
+    logging.getLogger("flexpipe.emulator").setLevel(config.log_level.upper())
     app = web.Application(middlewares=[_middleware], client_max_size=64 * 1024 * 1024)
     app[EMULATOR] = Emulator(config)
     app.on_response_prepare.append(_stamp_request_id)

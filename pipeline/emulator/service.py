@@ -10,15 +10,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.emulator.config import EmulatorConfig
-from pipeline.emulator.faults import Faults
-from pipeline.emulator.outputs import messages_from_input
-from pipeline.emulator.queue import Scheduler, draw_latencies
-from pipeline.emulator.records import Record, new_response_id
-from pipeline.emulator.stats import Stats
-from pipeline.emulator.store import Store
-from pipeline.emulator.upstream import Upstream
-from pipeline.emulator.validation import resolve_tier
+from flexpipe.emulator.config import EmulatorConfig
+from flexpipe.emulator.faults import Faults
+from flexpipe.emulator.outputs import messages_from_input
+from flexpipe.emulator.queue import Scheduler, draw_latencies
+from flexpipe.emulator.records import Record, new_response_id
+from flexpipe.emulator.stats import Stats
+from flexpipe.emulator.store import Store
+from flexpipe.emulator.upstream import Upstream
+from flexpipe.emulator.validation import resolve_tier
 
 _DROP_KEYS = (
     "input",

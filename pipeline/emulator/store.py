@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import uuid
 
-from pipeline.emulator.records import Record
+from flexpipe.emulator.records import Record
 
 
 class Store:

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.emulator.text import digest, keywords, main_text, prompt_text, summarize
+from flexpipe.emulator.text import digest, keywords, main_text, prompt_text, summarize
 
 _STRING_FORMATS = {
     "date-time": "2026-01-01T00:00:00Z",

@@ -12,11 +12,11 @@ from typing import Any
 
 import aiohttp
 
-from pipeline.emulator.config import EmulatorConfig
-from pipeline.emulator.objects import sub_object
-from pipeline.emulator.outputs import Output, estimate_tokens, prompt_text
-from pipeline.emulator.queue import ProcessingError
-from pipeline.emulator.records import Record
+from flexpipe.emulator.config import EmulatorConfig
+from flexpipe.emulator.objects import sub_object
+from flexpipe.emulator.outputs import Output, estimate_tokens, prompt_text
+from flexpipe.emulator.queue import ProcessingError
+from flexpipe.emulator.records import Record
 
 
 def chat_request(rec: Record, model: str | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.emulator.config import EmulatorConfig
+from flexpipe.emulator.config import EmulatorConfig
 
 #: Tiers the OpenAI API accepts.
 OPENAI_TIERS = frozenset({"auto", "default", "flex", "priority", "scale", "fast", "ultrafast"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from pipeline.schema import metadata
+from flexpipe.schema import metadata
 
 config = context.config
 

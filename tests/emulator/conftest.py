@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from pipeline.emulator import EmulatorConfig, EmulatorHandle, run_in_thread
+from flexpipe.emulator import EmulatorConfig, EmulatorHandle, run_in_thread
 from tests.emulator.helpers import VIOLATIONS, fast_config, response_validator, schema_errors
 
 

@@ -13,7 +13,7 @@ import httpx2
 import openai
 from jsonschema import Draft202012Validator
 
-from pipeline.emulator import EmulatorConfig, EmulatorHandle
+from flexpipe.emulator import EmulatorConfig, EmulatorHandle
 
 SCHEMA_PATH = Path(__file__).parent / "data" / "response_schema.json"
 

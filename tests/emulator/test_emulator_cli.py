@@ -10,7 +10,7 @@ from pathlib import Path
 import openai
 from click.testing import CliRunner
 
-from pipeline.emulator.cli import emulator
+from flexpipe.emulator.cli import emulator
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,7 +68,7 @@ def test_python_m_starts_a_server_and_prints_its_url() -> None:
         [
             sys.executable,
             "-m",
-            "pipeline.emulator",
+            "flexpipe.emulator",
             "--port",
             "0",
             "--flavor",

@@ -10,7 +10,7 @@ from typing import Any
 import openai
 import pytest
 
-from pipeline.emulator import EmulatorHandle
+from flexpipe.emulator import EmulatorHandle
 from tests.emulator.helpers import client, http, set_faults, stats
 
 FAST_RETRY = {"retry_after_s": None, "retry_after_ms": 5}

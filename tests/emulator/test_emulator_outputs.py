@@ -10,9 +10,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pipeline.emulator import EmulatorHandle, LatencyModel
-from pipeline.emulator.faults import FaultConfig, parse_assignment
-from pipeline.emulator.outputs import SchemaFaker, estimate_tokens, generate, summarize
+from flexpipe.emulator import EmulatorHandle, LatencyModel
+from flexpipe.emulator.faults import FaultConfig, parse_assignment
+from flexpipe.emulator.outputs import SchemaFaker, estimate_tokens, generate, summarize
 from tests.emulator.helpers import client
 
 ARTICLE = (
@@ -189,8 +189,8 @@ def test_latency_models() -> None:
 def test_latencies_are_deterministic_per_creation_index(
     start: Callable[..., EmulatorHandle],
 ) -> None:
-    from pipeline.emulator.config import EmulatorConfig
-    from pipeline.emulator.queue import draw_latencies
+    from flexpipe.emulator.config import EmulatorConfig
+    from flexpipe.emulator.queue import draw_latencies
 
     cfg = EmulatorConfig(seed=7, time_scale=0.5)
     a = [draw_latencies(cfg, "flex", i) for i in range(10)]

@@ -7,8 +7,8 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.emulator import EmulatorHandle
-from pipeline.emulator.service import Emulator
+from flexpipe.emulator import EmulatorHandle
+from flexpipe.emulator.service import Emulator
 from tests.emulator.helpers import client, http, stats
 
 

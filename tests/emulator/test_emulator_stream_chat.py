@@ -10,7 +10,7 @@ from typing import Any
 import openai
 import pytest
 
-from pipeline.emulator import EmulatorHandle
+from flexpipe.emulator import EmulatorHandle
 from tests.emulator.helpers import aclient, client, http, stats
 
 DOC = "Photosynthesis turns light into chemical energy. Plants use chlorophyll to do it."

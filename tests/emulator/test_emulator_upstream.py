@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import openai
 
-from pipeline.emulator import EmulatorHandle
+from flexpipe.emulator import EmulatorHandle
 from tests.emulator.helpers import client, stats
 
 DOC = "Volcanoes form where magma reaches the surface. Iceland has many active volcanoes."

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline import errors
-from pipeline.client import FlexClient, ProviderResponse, _parse_raw
-from pipeline.emulator import EmulatorHandle
-from pipeline.models import build_request
+from flexpipe import errors
+from flexpipe.client import FlexClient, ProviderResponse, _parse_raw
+from flexpipe.emulator import EmulatorHandle
+from flexpipe.models import build_request
 from tests.emulator.helpers import client, set_faults
 
 DOC = "The lighthouse keeper logged three storms and one shipwreck in March."

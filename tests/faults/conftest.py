@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from pipeline.emulator import EmulatorConfig, run_in_thread
-from pipeline.schema import results
+from flexpipe.emulator import EmulatorConfig, run_in_thread
+from flexpipe.schema import results
 from tests.integration import callbacks
 from tests.integration.conftest import make_stack
 from tests.integration.stack import TIME_SCALE, Stack
@@ -57,7 +57,7 @@ def scenario(
 
 
 def enqueue_jobs(n: int = JOBS, **kwargs: Any) -> list[str]:
-    from tasks import api
+    from flexpipe.tasks import api
 
     return [
         api.enqueue(

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pipeline.emulator import EmulatorConfig, run_in_thread
-from pipeline.schema import jobs, results
+from flexpipe.emulator import EmulatorConfig, run_in_thread
+from flexpipe.schema import jobs, results
 from tests.conftest import service_missing
 from tests.faults.conftest import creates_per_job, enqueue_jobs, progress, wait_until
 from tests.integration import callbacks

@@ -8,8 +8,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from pipeline.emulator import EmulatorConfig, run_in_thread
-from pipeline.schema import metadata
+from flexpipe.emulator import EmulatorConfig, run_in_thread
+from flexpipe.schema import metadata
 from tests.integration.conftest import make_stack
 from tests.integration.stack import TIME_SCALE
 
@@ -55,7 +55,7 @@ def test_api_key_is_in_no_message_row_or_log(request, tmp_path_factory, redis_se
         stack.stop_worker()
         stack.loglevel = "debug"
         stack.start_worker()
-        from tasks import api
+        from flexpipe.tasks import api
 
         ids = [api.enqueue(f"Minutes of meeting {i}.", callback="tests.record_callback")
                for i in range(30)]

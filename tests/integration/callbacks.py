@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from celery import Task
 
-from config.celery import app
-from tasks.runtime import runtime
+from flexpipe.config.celery import app
+from flexpipe.tasks.runtime import runtime
 
 calls = sa.Table(
     "test_callback_calls",

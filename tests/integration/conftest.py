@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.emulator import EmulatorConfig, run_in_thread
+from flexpipe.emulator import EmulatorConfig, run_in_thread
 from tests.integration.stack import TIME_SCALE, Stack
 
 pytestmark = pytest.mark.integration

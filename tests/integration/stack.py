@@ -1,6 +1,6 @@
 """A running flexpipe for tests: settings, migrated database, a real worker subprocess.
 
-``Stack`` points this process (the "app" side: ``tasks.api``) and a ``celery worker``
+``Stack`` points this process (the "app" side: ``flexpipe.tasks.api``) and a ``celery worker``
 subprocess with embedded beat at the same database, broker and emulator.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pipeline.states import TERMINAL
+from flexpipe.states import TERMINAL
 
 ROOT = Path(__file__).resolve().parents[2]
 TIME_SCALE = 0.01
@@ -70,19 +70,15 @@ class Stack:
         for key in [k for k in os.environ if k.startswith("FLEXPIPE_")]:
             del os.environ[key]
         os.environ.update(self.env)
-        from config.celery import app, configure
-        from config.settings import get_settings
-        from tasks.runtime import reset
+        from flexpipe.config.settings import configure
 
-        get_settings.cache_clear()
-        configure(app, get_settings())
-        reset()
+        configure()
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.activate()
-        from config.settings import get_settings
-        from pipeline.migrations import upgrade
+        from flexpipe.config.settings import get_settings
+        from flexpipe.migrations import upgrade
         from tests.integration import callbacks
 
         upgrade(get_settings().db_url)
@@ -90,7 +86,7 @@ class Stack:
         self.start_worker()
 
     def start_worker(self) -> None:
-        from tasks.cli import worker_command
+        from flexpipe.tasks.cli import worker_command
 
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
         with open(self.log_path, "ab") as log:
@@ -120,22 +116,20 @@ class Stack:
     def stop(self) -> None:
         """Stop the worker and put this process's settings back as the tests began."""
         self.stop_worker()
-        from config.celery import app, configure
-        from config.settings import get_settings
-        from tasks.runtime import reset
+        from flexpipe.config.settings import configure
+        from flexpipe.tasks.runtime import reset
 
         reset()
         for key in [k for k in os.environ if k.startswith("FLEXPIPE_")]:
             del os.environ[key]
         os.environ["FLEXPIPE_API_KEY"] = "sk-test-not-a-real-key"
-        get_settings.cache_clear()
-        configure(app, get_settings())
+        configure()
 
     # -- helpers ---------------------------------------------------------------------------
 
     @property
     def store(self) -> Any:
-        from tasks.runtime import runtime
+        from flexpipe.tasks.runtime import runtime
 
         return runtime().store
 

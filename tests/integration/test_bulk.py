@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pipeline.errors import ValidationError
+from flexpipe.errors import ValidationError
 from tests.integration import callbacks
 from tests.integration.stack import Stack
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def _run_bulk(live: Stack, n: int, timeout: float) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     texts = [f"Ticket {i}: the printer on floor {i % 7} jams when duplexing." for i in range(n)]
     started = time.perf_counter()
@@ -63,7 +63,7 @@ def test_bulk_of_2000_on_redis_and_postgres(live: Stack) -> None:
 
 
 def test_a_bad_item_names_its_position_and_writes_nothing(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     before = sum(live.store.status_counts().values())
     with pytest.raises(ValidationError) as info:

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from pipeline.emulator import EmulatorConfig, run_in_thread
-from pipeline.flow import INVALID_OUTPUT
-from pipeline.models import Bulk
-from pipeline.states import JobStatus
+from flexpipe.emulator import EmulatorConfig, run_in_thread
+from flexpipe.flow import INVALID_OUTPUT
+from flexpipe.models import Bulk
+from flexpipe.states import JobStatus
 from tests.integration import callbacks
 from tests.integration.conftest import make_stack
 from tests.integration.stack import TIME_SCALE, Stack
@@ -51,7 +51,7 @@ DOCS = [
 
 
 def wait_finished(stack: Stack, bulk_id: str, timeout: float = 90.0) -> Bulk:
-    from tasks import api
+    from flexpipe.tasks import api
 
     end = time.monotonic() + timeout
     while True:
@@ -75,7 +75,7 @@ def creates_per_job(stack: Stack) -> collections.Counter[str]:
 
 
 def test_classify_labels_every_item_in_input_order(live: Stack) -> None:
-    from tasks import api, bulk
+    from flexpipe.tasks import api, bulk
 
     bulk_id = bulk.classify(
         TICKETS,
@@ -104,7 +104,7 @@ def test_classify_labels_every_item_in_input_order(live: Stack) -> None:
 
 
 def test_summarize_keeps_each_summary_with_its_text(live: Stack) -> None:
-    from tasks import bulk
+    from flexpipe.tasks import bulk
 
     bulk_id = bulk.summarize(DOCS, "Summarise in one sentence.")
     assert wait_finished(live, bulk_id).completed == len(DOCS)
@@ -118,7 +118,7 @@ def test_summarize_keeps_each_summary_with_its_text(live: Stack) -> None:
 
 
 def test_cli_classifies_a_csv_file_into_a_csv_file(live: Stack, tmp_path: Path) -> None:
-    from tasks.cli import cli
+    from flexpipe.tasks.cli import cli
 
     source, out = tmp_path / "tickets.csv", tmp_path / "labelled.csv"
     with source.open("w", newline="") as file:
@@ -146,7 +146,7 @@ def test_cli_classifies_a_csv_file_into_a_csv_file(live: Stack, tmp_path: Path) 
 
 
 def test_cli_summarizes_a_jsonl_file_to_stdout(live: Stack, tmp_path: Path) -> None:
-    from tasks.cli import cli
+    from flexpipe.tasks.cli import cli
 
     source = tmp_path / "docs.jsonl"
     source.write_text(
@@ -245,7 +245,7 @@ def upstream_stack(
 
 
 def test_invalid_output_is_asked_for_once_more_then_fails(upstream_stack: Stack) -> None:
-    from tasks import bulk
+    from flexpipe.tasks import bulk
 
     upstream_stack.activate()
     run = uuid.uuid4().hex[:8]  # the server counts per text; the module runs twice

@@ -21,7 +21,8 @@ def flexpipe(live: Stack, *args: str, env: dict[str, str] | None = None,
              timeout: float = 120) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **live.env, "PYTHONPATH": str(ROOT), "COLUMNS": "200",
                 **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tasks.cli", *args], cwd=ROOT, env=full_env,
+    argv = [sys.executable, "-m", "flexpipe.tasks.cli", *args]
+    return subprocess.run(argv, cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -88,7 +89,7 @@ def test_bad_settings_stop_the_cli_with_one_line(live: Stack) -> None:
 
 
 def test_retry_resubmits_a_failed_job_as_a_new_attempt(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     live.emulator("/_emulator/faults", {"fail_rate": 1.0})
     job_id = api.enqueue("A report that fails the first time.")
@@ -107,7 +108,7 @@ def test_retry_resubmits_a_failed_job_as_a_new_attempt(live: Stack) -> None:
 
 
 def test_a_task_with_an_unknown_job_id_logs_and_stops(live: Stack) -> None:
-    from tasks.steps import poll, submit
+    from flexpipe.tasks.steps import poll, submit
 
     submit.apply_async(("0" * 32, 0))
     poll.apply_async(("1" * 32, 1, 0))
@@ -124,7 +125,7 @@ def test_a_task_with_an_unknown_job_id_logs_and_stops(live: Stack) -> None:
 
 
 def test_bulk_wait_and_status(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     bulk_id = api.enqueue_many([f"Note {i} about the boiler service." for i in range(5)],
                                name="notes")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.emulator import EmulatorConfig, run_in_thread
+from flexpipe.emulator import EmulatorConfig, run_in_thread
 from tests.integration.conftest import make_stack
 from tests.integration.stack import TIME_SCALE, emulator_call
 
@@ -22,7 +22,7 @@ def slow_flex(request, tmp_path_factory):
 
 
 def test_past_its_deadline_a_job_is_expired(slow_flex) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     stack, _ = slow_flex
     job_id = api.enqueue("A long report nobody needs after a second.", deadline=1.0)
@@ -35,7 +35,7 @@ def test_past_its_deadline_a_job_is_expired(slow_flex) -> None:
 
 
 def test_escalation_retries_once_on_priority_and_keeps_both_ids(slow_flex) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     stack, emulator_url = slow_flex
     # A priority job first: once it is done the worker is consuming, so the flex attempt

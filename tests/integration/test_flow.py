@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pipeline.states import JobStatus
+from flexpipe.states import JobStatus
 from tests.integration import callbacks
 from tests.integration.stack import Stack
 
@@ -37,7 +37,7 @@ def response_stats(live: Stack, response_id: str) -> dict[str, Any]:
 
 
 def test_background_flex_job_is_stored_with_its_poll_count(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     job_id = api.enqueue(DOC, instructions="Summarise in one sentence.", metadata={"doc": "a"})
     view = api.wait(job_id, timeout=60)
@@ -58,7 +58,7 @@ def test_background_flex_job_is_stored_with_its_poll_count(live: Stack) -> None:
 
 
 def test_blocking_mode_stores_without_polling(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     job_id = api.enqueue(DOC, mode="blocking")
     view = api.wait(job_id, timeout=60)
@@ -70,7 +70,7 @@ def test_blocking_mode_stores_without_polling(live: Stack) -> None:
 
 
 def test_priority_tier_is_served_as_priority(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     view = api.wait(api.enqueue(DOC, service_tier="priority"), timeout=60)
     assert view.status is JobStatus.COMPLETED, view.error
@@ -79,7 +79,7 @@ def test_priority_tier_is_served_as_priority(live: Stack) -> None:
 
 
 def test_items_and_chat_messages_input(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     items = [{"role": "user", "content": [{"type": "input_text", "text": DOC}]}]
     messages = [
@@ -96,7 +96,7 @@ def test_items_and_chat_messages_input(live: Stack) -> None:
 
 
 def test_structured_output_is_parsed_and_valid(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     schema = {
         "type": "object",
@@ -121,7 +121,7 @@ def test_structured_output_is_parsed_and_valid(live: Stack) -> None:
 
 
 def test_idempotency_key_gives_one_job_and_one_create(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     first = api.enqueue(DOC, idempotency_key="order-77-summary")
     second = api.enqueue(DOC + " Different text.", idempotency_key="order-77-summary")
@@ -131,7 +131,7 @@ def test_idempotency_key_gives_one_job_and_one_create(live: Stack) -> None:
 
 
 def test_callbacks_fire_exactly_once_per_job(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     ids = [api.enqueue(f"{DOC} Item {n}.", callback="tests.record_callback") for n in range(12)]
     signature_id = api.enqueue(
@@ -157,7 +157,7 @@ def test_callbacks_fire_exactly_once_per_job(live: Stack) -> None:
 
 
 def test_cancel_on_doubleword_stops_the_job_and_says_why(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     live.emulator("/_emulator/faults", {})  # nothing special; flex jobs take ~0.6 s
     job_id = api.enqueue(DOC * 3)
@@ -171,7 +171,7 @@ def test_cancel_on_doubleword_stops_the_job_and_says_why(live: Stack) -> None:
 
 
 def test_provider_failure_is_recorded_with_its_reason(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     live.emulator("/_emulator/faults", {"fail_rate": 1.0})
     job_id = api.enqueue(DOC)
@@ -182,7 +182,7 @@ def test_provider_failure_is_recorded_with_its_reason(live: Stack) -> None:
 
 
 def test_truncation_is_incomplete_with_partial_output(live: Stack) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     view = api.wait(api.enqueue(DOC, max_output_tokens=5), timeout=60)
     assert view.status is JobStatus.INCOMPLETE
@@ -196,11 +196,11 @@ def test_apps_can_enqueue_by_task_name_without_importing_flexpipe(live: Stack) -
 
     other = Celery("someapp", broker=live.env["FLEXPIPE_BROKER_URL"])
     if live.env["FLEXPIPE_BROKER_URL"].startswith("filesystem"):
-        from config.celery import broker_options
-        from config.settings import get_settings
+        from flexpipe.config.celery import broker_options
+        from flexpipe.config.settings import get_settings
 
         other.conf.broker_transport_options = broker_options(get_settings())
-        other.conf.broker_transport = "config.broker:Transport"
+        other.conf.broker_transport = "flexpipe.config.broker:Transport"
     other.send_task(
         "flexpipe.enqueue",
         kwargs={"input": DOC, "idempotency_key": "by-name-1", "metadata": {"src": "other"}},

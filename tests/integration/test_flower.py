@@ -54,29 +54,29 @@ def flower_settings(
 ) -> Iterator[pytest.MonkeyPatch]:
     """Settings read afresh from the environment (and no .env file); ``os.execvpe`` may not
     replace pytest."""
-    from config.settings import get_settings
+    from flexpipe.config.settings import configure
 
     monkeypatch.chdir(tmp_path)
 
     def no_exec(*args: Any) -> None:
         raise AssertionError("flexpipe flower tried to start Flower")
 
-    monkeypatch.setattr("tasks.cli.os.execvpe", no_exec)
+    monkeypatch.setattr("flexpipe.tasks.cli.os.execvpe", no_exec)
     monkeypatch.delenv("FLEXPIPE_FLOWER_PASSWORD", raising=False)
     monkeypatch.delenv("FLEXPIPE_FLOWER_USER", raising=False)
-    get_settings.cache_clear()
+    configure()
     yield monkeypatch
-    get_settings.cache_clear()
+    configure()
 
 
 def run_flower_command(
     monkeypatch: pytest.MonkeyPatch, args: list[str]
 ) -> tuple[Any, list[tuple[str, list[str], dict[str, str]]]]:
-    from tasks.cli import cli
+    from flexpipe.tasks.cli import cli
 
     calls: list[tuple[str, list[str], dict[str, str]]] = []
     monkeypatch.setattr(
-        "tasks.cli.os.execvpe", lambda file, argv, env: calls.append((file, argv, env))
+        "flexpipe.tasks.cli.os.execvpe", lambda file, argv, env: calls.append((file, argv, env))
     )
     result = CliRunner().invoke(cli, ["flower", *args])
     return result, calls
@@ -104,7 +104,7 @@ def test_flower_refuses_a_password_flower_would_split(
 def test_flower_passes_credentials_in_its_environment_not_its_arguments(
     flower_settings: pytest.MonkeyPatch,
 ) -> None:
-    from tasks.cli import flower_command
+    from flexpipe.tasks.cli import flower_command
 
     flower_settings.setenv("FLEXPIPE_FLOWER_USER", FLOWER_USER)
     flower_settings.setenv("FLEXPIPE_FLOWER_PASSWORD", FLOWER_PASSWORD)
@@ -113,7 +113,7 @@ def test_flower_passes_credentials_in_its_environment_not_its_arguments(
     [(file, argv, env)] = calls
     assert file == sys.executable
     assert argv == flower_command(port=5600, address="127.0.0.1")
-    assert argv[1:6] == ["-m", "celery", "-A", "config.celery", "flower"]
+    assert argv[1:6] == ["-m", "celery", "-A", "flexpipe.config.celery", "flower"]
     assert not any(FLOWER_PASSWORD in arg for arg in argv)
     assert env["FLOWER_BASIC_AUTH"] == f"{FLOWER_USER}:{FLOWER_PASSWORD}"
 
@@ -205,7 +205,7 @@ def flower(stack: Stack) -> Iterator[Flower]:
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tasks.cli", *FLOWER_ARGS],
+            [sys.executable, "-m", "flexpipe.tasks.cli", *FLOWER_ARGS],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -261,7 +261,7 @@ def test_api_refuses_requests_without_the_right_credentials(flower: Flower) -> N
 
 @pytest.mark.integration
 def test_password_is_not_in_the_process_arguments(flower: Flower) -> None:
-    from tasks.cli import flower_command
+    from flexpipe.tasks.cli import flower_command
 
     cmdline = Path(f"/proc/{flower.process.pid}/cmdline")
     if not cmdline.exists():
@@ -305,7 +305,7 @@ def test_workers_are_listed_with_credentials_and_their_conf_hides_secrets(
 def test_tasks_show_flexpipe_names_and_job_ids_only(
     flower_stack: FlowerStack, flower: Flower
 ) -> None:
-    from tasks import api
+    from flexpipe.tasks import api
 
     flower_stack.stack.activate()
     job_id = api.enqueue(

@@ -9,8 +9,8 @@ import uuid
 import pytest
 import redis
 
-from pipeline.emulator import EmulatorConfig, run_in_thread
-from pipeline.limits import RedisLimiter
+from flexpipe.emulator import EmulatorConfig, run_in_thread
+from flexpipe.limits import RedisLimiter
 from tests.integration.conftest import make_stack
 from tests.integration.stack import TIME_SCALE, emulator_call
 
@@ -56,7 +56,7 @@ def test_jobs_over_the_limits_wait_pending_and_all_complete(
         env = {"FLEXPIPE_SUBMITS_PER_WINDOW": str(rate), "FLEXPIPE_RATE_WINDOW": str(window),
                "FLEXPIPE_MAX_IN_FLIGHT": str(cap), "FLEXPIPE_SWEEP_INTERVAL": "0.2"}
         stack = make_stack(request, tmp_path_factory, "services", emulator.url, extra_env=env)
-        from tasks import api
+        from flexpipe.tasks import api
 
         ids = [api.enqueue(f"Shift log {i}: conveyor B stopped twice.") for i in range(30)]
         saw_parked = False

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from pipeline.migrations import downgrade, upgrade
-from pipeline.schema import metadata
+from flexpipe.migrations import downgrade, upgrade
+from flexpipe.schema import metadata
 
 pytestmark = pytest.mark.integration
 

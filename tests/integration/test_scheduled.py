@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from examples.scheduled_classification import tickets as app_tables
-from pipeline.schema import bulks
+from flexpipe.schema import bulks
 from tests.integration.conftest import make_stack
 from tests.integration.stack import Stack
 

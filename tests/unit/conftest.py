@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import Store
+from flexpipe.store import Store
 
 
 @pytest.fixture

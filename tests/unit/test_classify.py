@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from pipeline.errors import JobNotFound, ValidationError
-from pipeline.flow import INVALID_OUTPUT, Flow, FlowSettings
-from pipeline.states import JobStatus
-from tasks import bulk
-from tasks.runtime import Runtime
+from flexpipe.errors import JobNotFound, ValidationError
+from flexpipe.flow import INVALID_OUTPUT, Flow, FlowSettings
+from flexpipe.states import JobStatus
+from flexpipe.tasks import bulk
+from flexpipe.tasks.runtime import Runtime
 from tests.unit.test_flow import QUEUED, ScriptedClient, done
 
 LABELS = ["bug", "billing", "other"]
@@ -27,20 +27,17 @@ TEXTS = ["The app crashes on start.", "I was charged twice.", "Nice weather toda
 @pytest.fixture
 def local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     """This process's settings, Celery app and runtime on a fresh folder."""
-    from config.celery import app, configure
-    from config.settings import get_settings
-    from tasks.runtime import reset, runtime
+    from flexpipe.config.settings import configure
+    from flexpipe.tasks.runtime import reset, runtime
 
     monkeypatch.setenv("FLEXPIPE_DATA_DIR", str(tmp_path / "flexpipe"))
-    get_settings.cache_clear()
-    configure(app, get_settings())
-    reset()
+    configure()
     rt = runtime()
     rt.store.create_tables()
     yield rt
     reset()
     monkeypatch.undo()
-    get_settings.cache_clear()
+    configure()
 
 
 def finish_all(rt: Runtime, bulk_id: str, answers: dict[int, list[Any]]) -> None:
@@ -170,7 +167,7 @@ def test_results_of_an_unknown_bulk(local: Runtime) -> None:
 
 
 def run(*args: str) -> Any:
-    from tasks.cli import cli
+    from flexpipe.tasks.cli import cli
 
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 

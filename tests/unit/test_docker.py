@@ -45,7 +45,7 @@ def services() -> dict[str, dict[str, Any]]:
 
 def flexpipe_cli() -> click.Group:
     """The ``flexpipe`` group as ``main()`` builds it (the emulator is added there)."""
-    from tasks.cli import _add_emulator, cli
+    from flexpipe.tasks.cli import _add_emulator, cli
 
     _add_emulator()
     return cli
@@ -75,8 +75,9 @@ def exec_call(
 ) -> tuple[list[str], dict[str, str] | None]:
     """The argv (and environment, if given) ``flexpipe ARGS`` would exec."""
     calls: list[tuple[list[str], dict[str, str] | None]] = []
-    monkeypatch.setattr("tasks.cli.os.execvp", lambda file, argv: calls.append((argv, None)))
-    monkeypatch.setattr("tasks.cli.os.execvpe", lambda file, argv, env: calls.append((argv, env)))
+    cli_os = "flexpipe.tasks.cli.os"
+    monkeypatch.setattr(f"{cli_os}.execvp", lambda file, argv: calls.append((argv, None)))
+    monkeypatch.setattr(f"{cli_os}.execvpe", lambda file, argv, env: calls.append((argv, env)))
     result = CliRunner().invoke(flexpipe_cli(), args)
     assert result.exit_code == 0, result.output
     assert len(calls) == 1, f"flexpipe {' '.join(args)} did not exec one process"
@@ -117,16 +118,16 @@ def container_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, services: dict[str, dict[str, Any]]
 ) -> Iterator[pytest.MonkeyPatch]:
     """This process's settings as in the worker's container (no .env file is read)."""
-    from config.settings import get_settings
+    from flexpipe.config.settings import configure
 
     monkeypatch.chdir(tmp_path)
     for key, value in compose_env(services["worker"]).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("FLEXPIPE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FLEXPIPE_FLOWER_PASSWORD", "test-password")
-    get_settings.cache_clear()
+    configure()
     yield monkeypatch
-    get_settings.cache_clear()
+    configure()
 
 
 # -- the compose file ------------------------------------------------------------------------
@@ -198,16 +199,16 @@ def test_worker_healthcheck_pings_the_worker_with_celery(
     argv = shlex.split(text.replace("$$HOSTNAME", "container-host"))
     assert argv[:3] == ["python", "-m", "celery"]
     ctx = celery.make_context("celery", argv[3:])
-    assert ctx.params["app"] == "config.celery"
+    assert ctx.params["app"] == "flexpipe.config.celery"
     sub = celery.get_command(ctx, "inspect")
     assert sub is not None
     inspect = sub.make_context("inspect", argv[argv.index("inspect") + 1 :], parent=ctx)
     assert inspect.params["command"] == "ping" and Panel.meta["ping"].type == "inspect"
     # The worker's default node name is celery@<hostname>, as `flexpipe worker` leaves it.
     assert inspect.params["destination"] == ["celery@container-host"]
-    import config.celery
+    import flexpipe.config.celery
 
-    assert config.celery.app.main == "flexpipe"
+    assert flexpipe.config.celery.app.main == "flexpipe"
 
 
 def healthcheck_url(service: dict[str, Any]) -> urllib.parse.SplitResult:
@@ -231,7 +232,7 @@ def test_flower_healthcheck_asks_flower_on_its_port(services: dict[str, dict[str
 def test_emulator_healthcheck_runs_against_a_real_emulator(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    from pipeline.emulator import run_in_thread
+    from flexpipe.emulator import run_in_thread
 
     service = services["emulator"]
     url = healthcheck_url(service)
@@ -267,17 +268,17 @@ def test_worker_runs_what_the_integration_tests_start(
     [test_argv] = started
     # The tests add processes and embed beat; compose runs beat as its own service.
     assert without(test_argv, {"-c": 1, "-B": 0, "-s": 1}) == without(compose_argv, {"-c": 1})
-    assert compose_argv[1:7] == ["-m", "celery", "-A", "config.celery", "worker", "-Q"]
+    assert compose_argv[1:7] == ["-m", "celery", "-A", "flexpipe.config.celery", "worker", "-Q"]
 
 
 def test_beat_uses_the_schedule_the_integration_tests_worker_embeds(
     container_env: pytest.MonkeyPatch, services: dict[str, dict[str, Any]]
 ) -> None:
-    from tasks.cli import worker_command
+    from flexpipe.tasks.cli import worker_command
 
     beat_argv = exec_argv(container_env, services["beat"]["command"])
     test_argv = worker_command(beat=True, concurrency=2, loglevel="info")
-    assert beat_argv[1:6] == ["-m", "celery", "-A", "config.celery", "beat"]
+    assert beat_argv[1:6] == ["-m", "celery", "-A", "flexpipe.config.celery", "beat"]
     assert option(beat_argv, "-s") == option(test_argv, "-s")
 
 
@@ -290,7 +291,7 @@ def test_flower_runs_what_the_flower_tests_start(
     test_argv, test_env = exec_call(container_env, FLOWER_ARGS)
     assert compose_env and test_env
     assert compose_env["FLOWER_BASIC_AUTH"] == test_env["FLOWER_BASIC_AUTH"]  # never --no-auth
-    assert compose_argv[1:6] == ["-m", "celery", "-A", "config.celery", "flower"]
+    assert compose_argv[1:6] == ["-m", "celery", "-A", "flexpipe.config.celery", "flower"]
     local = [arg for arg in test_argv if not arg.startswith(("--port=", "--address="))]
     assert [arg for arg in compose_argv if not arg.startswith(("--port=", "--address="))] == local
     assert "--address=0.0.0.0" in compose_argv  # reachable from the published port
@@ -356,7 +357,7 @@ def env_example_names() -> dict[str, str]:
 
 
 def setting_names() -> set[str]:
-    from config.settings import Settings
+    from flexpipe.config.settings import Settings
 
     return {f"FLEXPIPE_{name.upper()}" for name in Settings.model_fields}
 
@@ -380,7 +381,7 @@ def test_env_example_has_what_compose_needs() -> None:
 def test_env_example_values_are_valid_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from config.settings import Settings
+    from flexpipe.config.settings import Settings
 
     for name in [n for n in os.environ if n.startswith("FLEXPIPE_")]:
         monkeypatch.delenv(name)
@@ -405,7 +406,7 @@ ENV_EXAMPLES = {
 
 
 def test_env_example_shows_the_real_defaults() -> None:
-    from config.settings import Settings
+    from flexpipe.config.settings import Settings
 
     for line in ENV_EXAMPLE.read_text().splitlines():
         found = re.match(r"#\s*FLEXPIPE_([A-Z0-9_]+)=(.*)$", line)

@@ -9,8 +9,8 @@ import httpx2
 import openai
 import pytest
 
-from pipeline import errors
-from pipeline.client import retry_after_seconds, translate_error
+from flexpipe import errors
+from flexpipe.client import retry_after_seconds, translate_error
 
 REQUEST = httpx2.Request("GET", "http://127.0.0.1/v1/responses/resp_1")
 

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline import errors
-from pipeline.client import ProviderResponse
-from pipeline.flow import Flow, FlowSettings, parse_structured
-from pipeline.models import Usage, build_request
-from pipeline.policy import PollPolicy, RetryPolicy
-from pipeline.states import JobStatus
-from pipeline.store import NewJob, Store
+from flexpipe import errors
+from flexpipe.client import ProviderResponse
+from flexpipe.flow import Flow, FlowSettings, parse_structured
+from flexpipe.models import Usage, build_request
+from flexpipe.policy import PollPolicy, RetryPolicy
+from flexpipe.states import JobStatus
+from flexpipe.store import NewJob, Store
 
 
 @dataclass

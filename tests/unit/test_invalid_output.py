@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.flow import INVALID_OUTPUT, Flow, FlowSettings
-from pipeline.models import build_request
-from pipeline.policy import PollPolicy, RetryPolicy
-from pipeline.states import JobStatus
-from pipeline.store import NewJob, Store
+from flexpipe.flow import INVALID_OUTPUT, Flow, FlowSettings
+from flexpipe.models import build_request
+from flexpipe.policy import PollPolicy, RetryPolicy
+from flexpipe.states import JobStatus
+from flexpipe.store import NewJob, Store
 from tests.unit.test_flow import QUEUED, ScriptedClient, done
 
 SCHEMA: dict[str, Any] = {

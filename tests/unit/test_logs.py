@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from config.logs import RedactSecrets, install
+from flexpipe.config.logs import RedactSecrets, install
 
 
 def test_secrets_and_bearer_tokens_are_redacted(caplog) -> None:

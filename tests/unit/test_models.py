@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.errors import ValidationError
-from pipeline.models import JobRequest, build_request, check_metadata, resolve_deadline
+from flexpipe.errors import ValidationError
+from flexpipe.models import JobRequest, build_request, check_metadata, resolve_deadline
 
 MODEL = "m"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from pipeline.policy import LatencyEstimate, PollPolicy, RetryPolicy
+from flexpipe.policy import LatencyEstimate, PollPolicy, RetryPolicy
 
 
 def test_fixed_schedule_grows_and_caps() -> None:

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from config.celery import app, beat_schedule
-from config.settings import Settings, get_settings, load_settings
-from pipeline.errors import ConfigurationError
-from tasks.schedule import classify_job, load_job
+from flexpipe.config.celery import app, beat_schedule
+from flexpipe.config.settings import Settings, configure, load_settings
+from flexpipe.errors import ConfigurationError
+from flexpipe.tasks.schedule import classify_job, load_job
 
 calls: list[str] = []
 NOT_A_FUNCTION = 42
@@ -34,7 +34,7 @@ def test_the_schedule_runs_the_task_every_interval() -> None:
         "options": {"expires": 30},
     }
     assert "flexpipe.classify_job" in app.tasks
-    assert "tasks.schedule" in app.conf.include
+    assert "flexpipe.tasks.schedule" in app.conf.include
 
 
 @pytest.mark.parametrize(
@@ -76,17 +76,16 @@ def test_load_job_finds_the_function_or_says_why_not() -> None:
 
 @pytest.fixture
 def scheduled_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from tasks.runtime import reset
+    from flexpipe.tasks.runtime import reset
 
     monkeypatch.setenv("FLEXPIPE_CLASSIFY_SCHEDULE", "1")
     monkeypatch.setenv("FLEXPIPE_CLASSIFY_JOB", f"{__name__}.sample_job")
-    get_settings.cache_clear()
-    reset()
+    configure()
     calls.clear()
     yield
     reset()
     monkeypatch.undo()
-    get_settings.cache_clear()
+    configure()
 
 
 def test_the_task_calls_the_configured_function(scheduled_settings: None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.states import IN_FLIGHT, TERMINAL, JobStatus, can_move, from_provider
+from flexpipe.states import IN_FLIGHT, TERMINAL, JobStatus, can_move, from_provider
 
 
 def test_terminal_states_never_change() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pipeline.models import build_request
-from pipeline.states import JobStatus
-from pipeline.store import NewJob, Outcome, Store
+from flexpipe.models import build_request
+from flexpipe.states import JobStatus
+from flexpipe.store import NewJob, Outcome, Store
 
 
 def _job(key: str | None = None, **kw) -> NewJob:

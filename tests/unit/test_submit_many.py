@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.flow import Flow, FlowSettings
-from pipeline.models import build_request
-from pipeline.policy import PollPolicy, RetryPolicy
-from pipeline.states import JobStatus
-from pipeline.store import NewJob, Store
-from tasks import steps
+from flexpipe.flow import Flow, FlowSettings
+from flexpipe.models import build_request
+from flexpipe.policy import PollPolicy, RetryPolicy
+from flexpipe.states import JobStatus
+from flexpipe.store import NewJob, Store
+from flexpipe.tasks import steps
 from tests.unit.test_flow import QUEUED, ScriptedClient, done
 
 

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from config.settings import Settings
-from pipeline.flow import Flow, FlowSettings
-from pipeline.models import build_request
-from pipeline.policy import PollPolicy, RetryPolicy
-from pipeline.states import JobStatus
-from pipeline.store import NewJob, Store
-from tasks import steps, sweeper
+from flexpipe.config.settings import Settings
+from flexpipe.flow import Flow, FlowSettings
+from flexpipe.models import build_request
+from flexpipe.policy import PollPolicy, RetryPolicy
+from flexpipe.states import JobStatus
+from flexpipe.store import NewJob, Store
+from flexpipe.tasks import steps, sweeper
 from tests.unit.test_flow import QUEUED, ScriptedClient
 
 
@@ -86,8 +86,8 @@ def test_a_callback_sent_again_by_the_sweeper_is_the_same_message(
     it again with the same task id, and a later attempt's callback gets another."""
     from celery.canvas import Signature
 
-    from pipeline.flow import Next, callback_id
-    from pipeline.store import Outcome
+    from flexpipe.flow import Next, callback_id
+    from flexpipe.store import Outcome
 
     published: list[tuple[str, tuple, str]] = []
     monkeypatch.setattr(

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from articles import tasks as callbacks
 from articles.models import Article, ClassificationRun, Section
-from pipeline.errors import JobNotFound
-from tasks import api as flexpipe
+from flexpipe.errors import JobNotFound
+from flexpipe.tasks import api as flexpipe
 
 SUMMARY_INSTRUCTIONS = "Summarise this news article in two sentences."
 CLASSIFY_INSTRUCTIONS = (

@@ -13,9 +13,9 @@ import logging
 from django.utils import timezone
 
 from articles.models import Article, CallbackReceipt, ClassificationRun, Section
+from flexpipe.states import JobStatus
+from flexpipe.tasks import api as flexpipe
 from newsroom.celery import app
-from pipeline.states import JobStatus
-from tasks import api as flexpipe
 
 log = logging.getLogger("articles.tasks")
 

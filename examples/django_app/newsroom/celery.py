@@ -17,14 +17,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "newsroom.settings")
 
 def flexpipe_broker() -> dict[str, Any]:
     """Broker and queue settings shared with flexpipe (read when the app is configured)."""
-    from config.celery import broker_options
-    from config.settings import get_settings
+    from flexpipe.config.celery import broker_options
+    from flexpipe.config.settings import get_settings
 
     settings = get_settings()
     return {
         "broker_url": settings.broker_url,
         # flexpipe's embedded broker needs its own transport class (atomic writes).
-        "broker_transport": "config.broker:Transport" if settings.embedded_broker else None,
+        "broker_transport": (
+            "flexpipe.config.broker:Transport" if settings.embedded_broker else None
+        ),
         "broker_transport_options": broker_options(settings),
         "broker_connection_retry_on_startup": True,
         "task_default_queue": settings.callback_queue,

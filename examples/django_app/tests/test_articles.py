@@ -13,7 +13,7 @@ from django.test import Client
 from harness import Newsroom
 
 from articles.models import Article, CallbackReceipt
-from tasks import api as flexpipe
+from flexpipe.tasks import api as flexpipe
 
 DOC = (
     "The Harbour Board met on Tuesday to approve a new ferry timetable. "

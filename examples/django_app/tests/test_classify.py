@@ -10,7 +10,7 @@ from django.core.management import call_command
 from harness import Newsroom
 
 from articles.models import Article, CallbackReceipt, ClassificationRun, Section
-from tasks import api as flexpipe
+from flexpipe.tasks import api as flexpipe
 
 STORIES = [
     "The council voted to raise parking fees in the city centre from April.",

@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from articles import llm
-from tasks import api as flexpipe
+from flexpipe.tasks import api as flexpipe
 
 POLL_INTERVAL = 0.25
 
