@@ -72,8 +72,10 @@ def flower_settings(
 def run_flower_command(
     monkeypatch: pytest.MonkeyPatch, args: list[str]
 ) -> tuple[Any, list[tuple[str, list[str], dict[str, str]]]]:
+    from flexpipe.config.settings import configure
     from flexpipe.tasks.cli import cli
 
+    configure()  # read the environment the test set, as a new process would
     calls: list[tuple[str, list[str], dict[str, str]]] = []
     monkeypatch.setattr(
         "flexpipe.tasks.cli.os.execvpe", lambda file, argv, env: calls.append((file, argv, env))
