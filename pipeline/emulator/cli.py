@@ -1,4 +1,9 @@
-"""``flexpipe emulator`` / ``python -m flexpipe.emulator``: run the flex API emulator."""
+"""``flexpipe emulator`` / ``python -m flexpipe.emulator``: run the flex API emulator.
+
+Every option can also come from the environment as ``FLEXPIPE_EMULATOR_<OPTION>`` (dashes as
+underscores, e.g. ``FLEXPIPE_EMULATOR_API_KEY``), so keys need not appear in ``ps``; a
+command-line value wins. Repeatable options take space-separated values there.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +53,10 @@ def _faults(json_text: str | None, assignments: tuple[str, ...]) -> dict[str, An
     return faults
 
 
-@click.command("emulator")
+ENV_PREFIX = "FLEXPIPE_EMULATOR"
+
+
+@click.command("emulator", context_settings={"auto_envvar_prefix": ENV_PREFIX})
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option(
     "--port",
@@ -139,15 +147,87 @@ def _faults(json_text: str | None, assignments: tuple[str, ...]) -> dict[str, An
     "forgotten (404); not scaled.",
 )
 @click.option(
+    "--max-retained",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Most finished responses kept in memory; the oldest are forgotten first "
+    "(0 = no limit besides --retention).",
+)
+@click.option(
+    "--max-body-bytes",
+    default=64 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Largest request body accepted (413 in the error envelope beyond it).",
+)
+@click.option(
     "--api-key",
     default=None,
-    help="Require 'Authorization: Bearer KEY' on /v1 (401 otherwise). "
-    "Default: any key or none is accepted.",
+    envvar=f"{ENV_PREFIX}_API_KEY",
+    show_envvar=True,
+    help="Require 'Authorization: Bearer KEY' on /v1 (401 otherwise) and, without "
+    "--admin-key, on the admin routes. Default: any key or none is accepted.",
+)
+@click.option(
+    "--admin-key",
+    default=None,
+    envvar=f"{ENV_PREFIX}_ADMIN_KEY",
+    show_envvar=True,
+    help="Require 'Authorization: Bearer KEY' on the admin routes (/_emulator/*) "
+    "instead of the API key.",
+)
+@click.option(
+    "--webhook-url",
+    "webhook_urls",
+    multiple=True,
+    metavar="URL",
+    envvar=f"{ENV_PREFIX}_WEBHOOK_URL",
+    show_envvar=True,
+    help="openai flavour: POST signed response.* events of background responses here "
+    "(repeatable). Change at run time with POST /_emulator/webhooks.",
+)
+@click.option(
+    "--webhook-secret",
+    default=None,
+    envvar=f"{ENV_PREFIX}_WEBHOOK_SECRET",
+    show_envvar=True,
+    help="Standard Webhooks secret (whsec_<base64>) that signs the events.",
+)
+@click.option(
+    "--webhook-max-attempts",
+    default=6,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Delivery attempts per event and URL, the first included.",
+)
+@click.option(
+    "--webhook-retry-delay",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Delay before the first retry of a failed delivery, doubled each time; "
+    "emulated seconds (scaled by --time-scale).",
+)
+@click.option(
+    "--webhook-retry-max-delay",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Longest delay between delivery retries; emulated seconds.",
+)
+@click.option(
+    "--webhook-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Timeout of one delivery attempt, real seconds.",
 )
 @click.option(
     "--model",
     "models",
     multiple=True,
+    envvar=f"{ENV_PREFIX}_MODEL",
     metavar="NAME",
     help=f"Model listed by GET /v1/models (repeatable). Default: {', '.join(DEFAULT_MODELS)}.",
 )
@@ -177,10 +257,17 @@ def _faults(json_text: str | None, assignments: tuple[str, ...]) -> dict[str, An
     "upstream_url",
     default=None,
     metavar="URL",
+    envvar=f"{ENV_PREFIX}_UPSTREAM",
     help="Process jobs by calling this OpenAI-compatible base URL's realtime "
     "POST /chat/completions (e.g. http://127.0.0.1:8000/v1 for vLLM).",
 )
-@click.option("--upstream-api-key", default=None, help="Bearer key for the upstream.")
+@click.option(
+    "--upstream-api-key",
+    default=None,
+    envvar=f"{ENV_PREFIX}_UPSTREAM_API_KEY",
+    show_envvar=True,
+    help="Bearer key for the upstream.",
+)
 @click.option(
     "--upstream-model",
     default=None,
@@ -198,17 +285,21 @@ def _faults(json_text: str | None, assignments: tuple[str, ...]) -> dict[str, An
     "faults_json",
     default=None,
     metavar="JSON",
+    envvar=f"{ENV_PREFIX}_FAULTS",
     help="Fault knobs as a JSON object, e.g. '{\"create_429_rate\": 0.1}'. Knobs: "
     "create_429_rate, create_429_no_retry_after_rate, get_429_rate, "
     "create_5xx_rate, get_5xx_rate, error_statuses, retry_after_s, "
     "retry_after_ms, should_retry, fail_rate, read_lag_ms, read_once, "
-    "drop_rate, slow_ms. Change them at runtime with POST /_emulator/faults.",
+    "drop_rate, slow_ms, webhook_drop_rate, webhook_duplicate_rate, "
+    "webhook_delay_rate, webhook_reorder_rate, webhook_bad_signature_rate, "
+    "webhook_delay_ms. Change them at runtime with POST /_emulator/faults.",
 )
 @click.option(
     "--fault",
     "fault_items",
     multiple=True,
     metavar="NAME=VALUE",
+    envvar=f"{ENV_PREFIX}_FAULT",
     help="One fault knob (repeatable; applied after --faults), e.g. --fault fail_rate=0.05.",
 )
 @click.option(
@@ -234,7 +325,16 @@ def emulator(
     max_hold: float,
     flex_deadline: float | None,
     retention: float,
+    max_retained: int,
+    max_body_bytes: int,
     api_key: str | None,
+    admin_key: str | None,
+    webhook_urls: tuple[str, ...],
+    webhook_secret: str | None,
+    webhook_max_attempts: int,
+    webhook_retry_delay: float,
+    webhook_retry_max_delay: float,
+    webhook_timeout: float,
     models: tuple[str, ...],
     strict_models: bool,
     store_optional: bool,
@@ -254,7 +354,8 @@ def emulator(
     Endpoints: POST /v1/responses, GET/DELETE /v1/responses/{id}, POST
     /v1/responses/{id}/cancel (openai flavour), POST /v1/chat/completions, GET /v1/models,
     GET /health; admin: /_emulator/faults, /_emulator/stats, /_emulator/responses/{id},
-    /_emulator/reset.
+    /_emulator/webhooks, /_emulator/reset. Every option also reads FLEXPIPE_EMULATOR_<OPTION>
+    from the environment (e.g. FLEXPIPE_EMULATOR_API_KEY), which keeps keys out of ps.
     """
     latency = {
         k: v
@@ -270,11 +371,20 @@ def emulator(
         for k, v in (("flex", queue_delay_flex), ("background", queue_delay_background))
         if v is not None
     }
-    config = EmulatorConfig(
-        flavor=flavor,  # type: ignore[arg-type]
+    config_kwargs: dict[str, Any] = dict(
+        flavor=flavor,
         models=models or DEFAULT_MODELS,
         strict_models=strict_models,
-        api_key=api_key,
+        api_key=api_key or None,
+        admin_key=admin_key or None,
+        max_body_bytes=max_body_bytes,
+        max_retained=max_retained,
+        webhook_urls=webhook_urls,
+        webhook_secret=webhook_secret or None,
+        webhook_max_attempts=webhook_max_attempts,
+        webhook_retry_delay_s=webhook_retry_delay,
+        webhook_retry_max_delay_s=webhook_retry_max_delay,
+        webhook_timeout_s=webhook_timeout,
         slots=slots,
         seed=seed,
         time_scale=time_scale,
@@ -294,5 +404,9 @@ def emulator(
         log_level=log_level.upper(),
         access_log=access_log,
     )
+    try:
+        config = EmulatorConfig(**config_kwargs)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(name)s %(message)s")
     serve(config, host, port)

@@ -2,8 +2,10 @@
 
 Time units: latencies, ``queue_delay``, ``max_hold_s`` and ``flex_deadline_s`` are *emulated*
 seconds and are multiplied by ``time_scale`` (0.001 turns an hour into 3.6 s).
-``retention_s`` and the fault knobs (``retry_after_*``, ``read_lag_ms``, ``slow_ms``) are real
-wall-clock values and are never scaled: they are what a client actually sees or waits.
+``webhook_retry_delay_s`` and ``webhook_retry_max_delay_s`` are emulated seconds too.
+``retention_s``, ``webhook_timeout_s`` and the fault knobs (``retry_after_*``, ``read_lag_ms``,
+``slow_ms``, ``webhook_delay_ms``) are real wall-clock values and are never scaled: they are
+what a client actually sees or waits.
 """
 
 from __future__ import annotations
@@ -52,8 +54,14 @@ class EmulatorConfig:
     models: tuple[str, ...] = DEFAULT_MODELS
     #: Reject (400/404) models that are not in ``models``; by default any model is accepted.
     strict_models: bool = False
-    #: When set, requests must carry ``Authorization: Bearer <api_key>`` (else 401).
+    #: When set, requests must carry ``Authorization: Bearer <api_key>`` (else 401); the admin
+    #: routes (``/_emulator/*``) need it too unless ``admin_key`` is set.
     api_key: str | None = None
+    #: When set, the admin routes need ``Authorization: Bearer <admin_key>`` (the API key alone
+    #: is refused there). With neither key set, the admin routes are open.
+    admin_key: str | None = None
+    #: Largest request body accepted; a bigger one is answered 413 in the error envelope.
+    max_body_bytes: int = 64 * 1024 * 1024
     #: Processing slots shared by the queued lanes (flex first, then background); 0 = unlimited.
     slots: int = 64
     #: Seed for latencies, outputs and faults.
@@ -72,6 +80,9 @@ class EmulatorConfig:
     flex_deadline_s: float | None = None
     #: Terminal responses are forgotten (404) this many real seconds after they finish.
     retention_s: float = 3600.0
+    #: At most this many finished (or deleted) responses are kept; beyond it the oldest
+    #: finished ones are forgotten first (0 = no limit besides ``retention_s``).
+    max_retained: int = 100_000
     #: ``background=true`` with ``store=false`` answers 400.
     store_required_for_background: bool = True
     #: openai flavour: cancel of a completed/failed/incomplete response answers 400 (vLLM style)
@@ -89,6 +100,20 @@ class EmulatorConfig:
     upstream_timeout_s: float = 600.0
     #: Fault knobs (see :mod:`flexpipe.emulator.faults`), e.g. ``{"create_429_rate": 0.1}``.
     faults: Mapping[str, Any] = field(default_factory=dict)
+    #: Receivers of signed webhook events (openai flavour: ``response.*`` of background
+    #: responses); change them at run time with ``POST /_emulator/webhooks``.
+    webhook_urls: tuple[str, ...] = ()
+    #: Standard Webhooks secret, ``whsec_<base64>`` (the part after ``whsec_`` is the HMAC
+    #: key); required when ``webhook_urls`` is set.
+    webhook_secret: str | None = None
+    #: Delivery attempts per event and URL (the first one included) before giving up.
+    webhook_max_attempts: int = 6
+    #: Delay before the first retry, doubled each time up to ``webhook_retry_max_delay_s``;
+    #: emulated seconds.
+    webhook_retry_delay_s: float = 5.0
+    webhook_retry_max_delay_s: float = 300.0
+    #: Timeout of one delivery attempt, real seconds.
+    webhook_timeout_s: float = 10.0
     #: Python logging level name for the ``flexpipe.emulator`` logger.
     log_level: str = "WARNING"
     #: Log every request (aiohttp access log); off by default because it costs throughput.
@@ -111,6 +136,21 @@ class EmulatorConfig:
             setattr(self, name, merged)
         if self.upstream_url:
             self.upstream_url = self.upstream_url.rstrip("/")
+        if self.max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be >= 1")
+        if self.max_retained < 0:
+            raise ValueError("max_retained must be >= 0 (0 = no limit)")
+        if self.webhook_max_attempts < 1:
+            raise ValueError("webhook_max_attempts must be >= 1")
+        if min(self.webhook_retry_delay_s, self.webhook_retry_max_delay_s) < 0:
+            raise ValueError("webhook retry delays must be >= 0")
+        self.webhook_urls = tuple(self.webhook_urls)
+        if self.webhook_urls and not self.webhook_secret:
+            raise ValueError("webhook_urls need a webhook_secret (whsec_...)")
+        if self.webhook_secret:
+            from flexpipe.emulator.webhooks import secret_key
+
+            secret_key(self.webhook_secret)
 
     def scaled(self, seconds: float) -> float:
         """Emulated seconds → real seconds."""

@@ -20,6 +20,13 @@ seed and request sequence always misbehaves the same way. Knobs are set at start
 ``read_once``                      after the first terminal GET, GETs answer 410 (ZDR)
 ``drop_rate``                      create/GET closes the connection without an answer
 ``slow_ms``                        every /v1 answer is delayed this long
+``webhook_drop_rate``              a webhook event is never sent
+``webhook_duplicate_rate``         a webhook event is sent twice (same ``webhook-id``)
+``webhook_delay_rate``             a webhook event is sent ``webhook_delay_ms`` late
+``webhook_reorder_rate``           a webhook event is held back and sent after the next one
+                                   (or after ``webhook_delay_ms`` if none comes)
+``webhook_bad_signature_rate``     a webhook event is signed with the wrong key
+``webhook_delay_ms``               delay of the two knobs above (default 1000)
 =================================  ==========================================================
 """
 
@@ -39,6 +46,11 @@ _RATES = (
     "get_5xx_rate",
     "fail_rate",
     "drop_rate",
+    "webhook_drop_rate",
+    "webhook_duplicate_rate",
+    "webhook_delay_rate",
+    "webhook_reorder_rate",
+    "webhook_bad_signature_rate",
 )
 
 
@@ -60,6 +72,12 @@ class FaultConfig:
     read_once: bool = False
     drop_rate: float = 0.0
     slow_ms: float = 0.0
+    webhook_drop_rate: float = 0.0
+    webhook_duplicate_rate: float = 0.0
+    webhook_delay_rate: float = 0.0
+    webhook_reorder_rate: float = 0.0
+    webhook_bad_signature_rate: float = 0.0
+    webhook_delay_ms: float = 1000.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +99,7 @@ def _coerce(key: str, value: Any) -> Any:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"fault {key}: rate must be within [0, 1]")
         return rate
-    if key in ("read_lag_ms", "slow_ms"):
+    if key in ("read_lag_ms", "slow_ms", "webhook_delay_ms"):
         ms = float(value)
         if ms < 0:
             raise ValueError(f"fault {key}: must be >= 0")

@@ -1,20 +1,26 @@
 """Running the emulator: in a daemon thread (tests, demos) or blocking (the CLI).
 
-Binding port 0 picks a free port; the handle reports it.
+Binding port 0 picks a free port; the handle reports it. Binding beyond loopback without
+keys prints (CLI) or logs (thread) a warning.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sys
 import threading
 from types import TracebackType
 
 from aiohttp import web
 
+from flexpipe.emulator.auth import exposure_warning
 from flexpipe.emulator.config import EmulatorConfig
 from flexpipe.emulator.server import build_app, emulator_of
 from flexpipe.emulator.service import Emulator
+
+log = logging.getLogger("flexpipe.emulator")
 
 
 async def _start(config: EmulatorConfig, host: str, port: int) -> tuple[web.AppRunner, int]:
@@ -51,6 +57,9 @@ class EmulatorHandle:
         self._runner: web.AppRunner | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        warning = exposure_warning(config, host)
+        if warning is not None:
+            log.warning("%s", warning)
         self._thread = threading.Thread(target=self._run, name="flexpipe-emulator", daemon=True)
         self._thread.start()
         self._ready.wait(30)
@@ -135,6 +144,9 @@ def serve(
 ) -> None:
     """Serve until interrupted (blocking); prints the startup line."""
     config = config or EmulatorConfig()
+    warning = exposure_warning(config, host)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
 
     async def main() -> None:
         runner, bound = await _start(config, host, port)

@@ -1,9 +1,9 @@
 """The aiohttp application: routes, auth, request counting and ``x-request-id``.
 
-One middleware does the per-request work (retry-count logging, auth, slow fault, drops,
-counting by route template and status); a response-prepare hook stamps ``x-request-id`` on
-every answer, streamed ones included. Nothing is logged per request unless
-``access_log`` is on.
+One middleware does the per-request work (retry-count logging, auth of ``/v1`` and of the
+admin routes, the body-size limit, slow fault, drops, counting by route template and status);
+a response-prepare hook stamps ``x-request-id`` on every answer, streamed ones included.
+Nothing is logged per request unless ``access_log`` is on.
 """
 
 from __future__ import annotations
@@ -16,8 +16,15 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from flexpipe.emulator import admin, chat, responses
+from flexpipe.emulator.auth import ADMIN_PREFIX, admin_key, bearer_matches
 from flexpipe.emulator.config import EmulatorConfig
-from flexpipe.emulator.replies import EMULATOR, Dropped, json_response, unauthorized
+from flexpipe.emulator.replies import (
+    EMULATOR,
+    Dropped,
+    json_error,
+    json_response,
+    unauthorized,
+)
 from flexpipe.emulator.service import Emulator
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -41,10 +48,20 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     key = emu.config.api_key
     if api and key is not None:
         auth = request.headers.get("Authorization", "")
-        if auth != f"Bearer {key}":
+        if not bearer_matches(auth, key):
             denied = unauthorized(emu, request, missing=not auth)
             emu.stats.count(label, denied.status)
             return denied
+    elif request.path.startswith(ADMIN_PREFIX):
+        required = admin_key(emu.config)
+        auth = request.headers.get("Authorization", "")
+        if required is not None and not bearer_matches(auth, required):
+            emu.stats.count(label, 401)
+            return json_error(401, "Admin routes need 'Authorization: Bearer <admin key>'.")
+    size = request.content_length
+    if size is not None and size > emu.config.max_body_bytes:
+        emu.stats.count(label, 413)
+        return _too_large(emu)
     if api and emu.faults.config.slow_ms:
         await asyncio.sleep(emu.faults.config.slow_ms / 1000.0)
     try:
@@ -55,11 +72,22 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         if transport is not None:
             transport.abort()
         raise asyncio.CancelledError() from None
+    except web.HTTPRequestEntityTooLarge:  # a chunked body went past client_max_size
+        emu.stats.count(label, 413)
+        return _too_large(emu)
     except web.HTTPException as exc:
         emu.stats.count(label, exc.status)
         raise
     emu.stats.count(label, resp.status)
     return resp
+
+
+def _too_large(emu: Emulator) -> web.Response:
+    return json_error(
+        413,
+        f"Request body too large: the limit is {emu.config.max_body_bytes} bytes.",
+        code="request_too_large",
+    )
 
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -102,6 +130,7 @@ async def _model(request: web.Request) -> web.Response:
 async def _on_cleanup(app: web.Application) -> None:
     emu = app[EMULATOR]
     emu.scheduler.reset()
+    await emu.webhooks.close()
     if emu.upstream is not None:
         await emu.upstream.close()
 
@@ -110,7 +139,7 @@ def build_app(config: EmulatorConfig | None = None) -> web.Application:
     """The emulator as an aiohttp application (serve it with any aiohttp runner)."""
     config = config or EmulatorConfig()
     logging.getLogger("flexpipe.emulator").setLevel(config.log_level.upper())
-    app = web.Application(middlewares=[_middleware], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[_middleware], client_max_size=config.max_body_bytes)
     app[EMULATOR] = Emulator(config)
     app.on_response_prepare.append(_stamp_request_id)
     app.on_cleanup.append(_on_cleanup)

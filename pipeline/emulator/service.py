@@ -1,4 +1,5 @@
-"""The emulated service without HTTP: creates records, owns the store, queue, faults, stats.
+"""The emulated service without HTTP: creates records, owns the store, queue, faults, stats
+and the webhook sender.
 
 :class:`Emulator` is what the HTTP handlers call; tests and benchmarks may call it directly
 (e.g. to queue 100,000 responses without 100,000 HTTP requests).
@@ -19,6 +20,7 @@ from flexpipe.emulator.stats import Stats
 from flexpipe.emulator.store import Store
 from flexpipe.emulator.upstream import Upstream
 from flexpipe.emulator.validation import resolve_tier
+from flexpipe.emulator.webhooks import RESPONSE_EVENTS, WebhookSender
 
 _DROP_KEYS = (
     "input",
@@ -59,8 +61,9 @@ class Emulator:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.faults = Faults(config.seed, config.faults)
-        self.store = Store(config.retention_s)
+        self.store = Store(config.retention_s, config.max_retained)
         self.stats = Stats()
+        self.webhooks = WebhookSender(config, self.faults)
         self.upstream = Upstream(config) if config.upstream_url else None
         self.scheduler = Scheduler(
             config,
@@ -75,6 +78,9 @@ class Emulator:
     def _on_terminal(self, rec: Record) -> None:
         if rec.kind == "response":
             self.stats.bump(rec.status)
+            # OpenAI sends response.* events for background responses; Doubleword sends none.
+            if self.config.flavor == "openai" and rec.background:
+                self.webhooks.emit(RESPONSE_EVENTS[rec.status], rec.id, rec.finished_at)
 
     def _next_index(self) -> int:
         self.index += 1
@@ -151,6 +157,7 @@ class Emulator:
         self.scheduler.reset()
         self.store.clear()
         self.stats.reset()
+        self.webhooks.cancel_all()
         self.faults.reset_counters()
 
     def stats_snapshot(self, include_responses: bool = True) -> dict[str, Any]:
@@ -161,7 +168,9 @@ class Emulator:
             queued=sched.queued,
             in_progress=sched.in_progress,
             slots_busy=sched.busy,
+            responses_evicted=self.store.evicted,
         )
+        snap["webhooks"] = self.webhooks.snapshot()
         snap["config"] = {
             "flavor": self.config.flavor,
             "slots": self.config.slots,

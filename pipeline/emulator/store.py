@@ -1,12 +1,13 @@
-"""The response store: id → :class:`Record`, idempotency keys, and retention expiry.
+"""The response store: id → :class:`Record`, idempotency keys, and retention limits.
 
-Terminal (and deleted) records are forgotten ``retention_s`` real seconds after they end,
-through one heap of expiry times, so memory stays bounded during long benchmarks.
+Terminal (and deleted) records are forgotten ``retention_s`` real seconds after they end, and
+at most ``max_retained`` of them are kept (the oldest finished go first), so memory stays
+bounded during long benchmarks and under a flood of requests. Records still queued or
+running are never evicted.
 """
 
 from __future__ import annotations
 
-import heapq
 import uuid
 
 from flexpipe.emulator.records import Record
@@ -15,14 +16,19 @@ from flexpipe.emulator.records import Record
 class Store:
     """All responses the emulator remembers."""
 
-    __slots__ = ("_expiry", "_seq", "idem", "records", "retention_s")
+    __slots__ = ("_finished", "evicted", "idem", "max_retained", "records", "retention_s")
 
-    def __init__(self, retention_s: float) -> None:
+    def __init__(self, retention_s: float, max_retained: int = 0) -> None:
         self.retention_s = retention_s
+        #: Most finished records kept (0: no limit besides ``retention_s``).
+        self.max_retained = max_retained
         self.records: dict[str, Record] = {}
         self.idem: dict[str, str] = {}
-        self._expiry: list[tuple[float, int, str]] = []
-        self._seq = 0
+        #: Finished records' ids → expiry time, oldest first (the retention is the same for
+        #: all, so the order of insertion is the order of expiry).
+        self._finished: dict[str, float] = {}
+        #: Records forgotten early because of ``max_retained``.
+        self.evicted = 0
 
     def add(self, rec: Record) -> None:
         self.records[rec.id] = rec
@@ -53,25 +59,34 @@ class Store:
     def schedule_expiry(self, rec: Record, now_mono: float) -> None:
         """Forget ``rec`` ``retention_s`` from now (called when it ends or is deleted)."""
         rec.expire_at = now_mono + self.retention_s
-        self._seq += 1
-        heapq.heappush(self._expiry, (rec.expire_at, self._seq, rec.id))
+        self._finished.pop(rec.id, None)
+        self._finished[rec.id] = rec.expire_at
+        if self.max_retained:
+            while len(self._finished) > self.max_retained:
+                self._forget(next(iter(self._finished)))
+                self.evicted += 1
 
     def expire(self, now_mono: float) -> float | None:
         """Drop records whose retention has passed; return the next expiry time, if any."""
-        heap = self._expiry
-        while heap and heap[0][0] <= now_mono:
-            due, _, rid = heapq.heappop(heap)
-            rec = self.records.get(rid)
-            if rec is not None and rec.expire_at == due:
-                del self.records[rid]
-                if rec.idem_key is not None and self.idem.get(rec.idem_key) == rid:
-                    del self.idem[rec.idem_key]
-        return heap[0][0] if heap else None
+        finished = self._finished
+        while finished:
+            rid, due = next(iter(finished.items()))
+            if due > now_mono:
+                return due
+            self._forget(rid)
+        return None
+
+    def _forget(self, rid: str) -> None:
+        del self._finished[rid]
+        rec = self.records.pop(rid, None)
+        if rec is not None and rec.idem_key is not None and self.idem.get(rec.idem_key) == rid:
+            del self.idem[rec.idem_key]
 
     def clear(self) -> None:
         self.records.clear()
         self.idem.clear()
-        self._expiry.clear()
+        self._finished.clear()
+        self.evicted = 0
 
     def __len__(self) -> int:
         return len(self.records)

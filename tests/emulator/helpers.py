@@ -107,9 +107,18 @@ def http(
         return err.code, dict(err.headers.items()), err.read()
 
 
+def admin_headers(handle: EmulatorHandle) -> dict[str, str]:
+    """The ``Authorization`` header the handle's admin routes need (none when they are open)."""
+    key = handle.config.admin_key or handle.config.api_key
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def stats(handle: EmulatorHandle, responses: bool = True) -> dict[str, Any]:
     status, _, body = http(
-        handle, "GET", "/_emulator/stats" + ("" if responses else "?responses=0")
+        handle,
+        "GET",
+        "/_emulator/stats" + ("" if responses else "?responses=0"),
+        headers=admin_headers(handle),
     )
     assert status == 200
     result: dict[str, Any] = json.loads(body)
@@ -117,7 +126,7 @@ def stats(handle: EmulatorHandle, responses: bool = True) -> dict[str, Any]:
 
 
 def set_faults(handle: EmulatorHandle, **faults: Any) -> dict[str, Any]:
-    status, _, body = http(handle, "POST", "/_emulator/faults", faults)
+    status, _, body = http(handle, "POST", "/_emulator/faults", faults, admin_headers(handle))
     assert status == 200, body
     result: dict[str, Any] = json.loads(body)
     return result
