@@ -29,7 +29,7 @@ from benchmarks.services import ROOT, Cleanup, Emulator, FlexpipeStack
 #: First match wins, scanning a sample's frames from the root to the leaf.
 CATEGORIES = [
     ("provider call (pipeline/client.py: openai SDK, httpx)", "pipeline/client.py"),
-    ("SQL (pipeline/store.py: SQLAlchemy, psycopg)", "pipeline/store.py"),
+    ("SQL (pipeline/store/: SQLAlchemy, psycopg)", "pipeline/store/"),
     ("publish next task (apply_async)", "apply_async"),
     ("sweeper", "tasks/sweeper.py"),
     ("flow logic (pipeline/flow.py, other)", "pipeline/flow.py"),

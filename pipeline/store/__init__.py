@@ -1,0 +1,39 @@
+"""The SQL store: the one package that reads and writes flexpipe's tables.
+
+:class:`Store` is composed from one part per concern, each a module here: the
+connection (:mod:`.engine`), the prebuilt statements (:mod:`.statements`), job writes
+(:mod:`.jobs`), job reads (:mod:`.reads`), bulk jobs (:mod:`.bulks`), the sweeper's claims
+(:mod:`.sweeps`) and the mapping of rows to the core's dataclasses (:mod:`.rows`). Every
+method is one short transaction, and the same code runs on SQLite (the default) and
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flexpipe.store.bulks import Bulks
+from flexpipe.store.engine import TRANSIENT_DB_ERRORS, make_engine, retrying
+from flexpipe.store.jobs import JobWrites
+from flexpipe.store.reads import JobReads
+from flexpipe.store.records import Finished, NewJob, Outcome, new_id
+from flexpipe.store.sweeps import Sweeps
+
+__all__ = [
+    "TRANSIENT_DB_ERRORS",
+    "Finished",
+    "NewJob",
+    "Outcome",
+    "Store",
+    "make_engine",
+    "new_id",
+    "retrying",
+]
+
+
+class Store(JobWrites, JobReads, Bulks, Sweeps):
+    """Reads and writes jobs and results; every method is one short transaction."""
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Store:
+        return cls(make_engine(url, **kwargs))
