@@ -283,12 +283,12 @@ class FlexpipeStack:
         configure()
 
     def start_worker(self, cleanup: Cleanup, *, wait: bool = True) -> None:
-        from flexpipe.tasks.cli import worker_command
+        from flexpipe.cli.services import worker_command
 
         argv = worker_command(concurrency=self.concurrency, loglevel="warning")
         argv += ["-n", self.node]
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
-        beat = [sys.executable, "-m", "flexpipe.tasks.cli", "beat", "--loglevel", "warning"]
+        beat = [sys.executable, "-m", "flexpipe.cli", "beat", "--loglevel", "warning"]
         with open(self.log_path, "ab") as log:
             self.worker = subprocess.Popen(
                 argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -1,0 +1,1 @@
+"""The sample documents ``flexpipe demo`` summarises (read with importlib.resources)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from flexpipe.store.bulks import Bulks
-from flexpipe.store.engine import TRANSIENT_DB_ERRORS, make_engine, retrying
+from flexpipe.store.engine import TRANSIENT_DB_ERRORS, make_engine, retrying, safe_url
 from flexpipe.store.jobs import JobWrites
 from flexpipe.store.reads import JobReads
 from flexpipe.store.records import Finished, NewJob, Outcome, new_id
@@ -28,6 +28,7 @@ __all__ = [
     "make_engine",
     "new_id",
     "retrying",
+    "safe_url",
 ]
 
 

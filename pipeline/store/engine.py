@@ -75,6 +75,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return sa.create_engine(url, **kwargs)
 
 
+def safe_url(url: str) -> str:
+    """A database URL fit to print: the password masked."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
 class Database:
     """The engine, the clock and the retry budget that every part of the store shares."""
 

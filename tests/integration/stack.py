@@ -86,7 +86,7 @@ class Stack:
         self.start_worker()
 
     def start_worker(self) -> None:
-        from flexpipe.tasks.cli import worker_command
+        from flexpipe.cli.services import worker_command
 
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
         with open(self.log_path, "ab") as log:

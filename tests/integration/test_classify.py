@@ -118,7 +118,7 @@ def test_summarize_keeps_each_summary_with_its_text(live: Stack) -> None:
 
 
 def test_cli_classifies_a_csv_file_into_a_csv_file(live: Stack, tmp_path: Path) -> None:
-    from flexpipe.tasks.cli import cli
+    from flexpipe.cli import cli
 
     source, out = tmp_path / "tickets.csv", tmp_path / "labelled.csv"
     with source.open("w", newline="") as file:
@@ -146,7 +146,7 @@ def test_cli_classifies_a_csv_file_into_a_csv_file(live: Stack, tmp_path: Path) 
 
 
 def test_cli_summarizes_a_jsonl_file_to_stdout(live: Stack, tmp_path: Path) -> None:
-    from flexpipe.tasks.cli import cli
+    from flexpipe.cli import cli
 
     source = tmp_path / "docs.jsonl"
     source.write_text(

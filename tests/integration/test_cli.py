@@ -21,7 +21,7 @@ def flexpipe(live: Stack, *args: str, env: dict[str, str] | None = None,
              timeout: float = 120) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **live.env, "PYTHONPATH": str(ROOT), "COLUMNS": "200",
                 **(env or {})}
-    argv = [sys.executable, "-m", "flexpipe.tasks.cli", *args]
+    argv = [sys.executable, "-m", "flexpipe.cli", *args]
     return subprocess.run(argv, cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 

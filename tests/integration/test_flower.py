@@ -61,7 +61,7 @@ def flower_settings(
     def no_exec(*args: Any) -> None:
         raise AssertionError("flexpipe flower tried to start Flower")
 
-    monkeypatch.setattr("flexpipe.tasks.cli.os.execvpe", no_exec)
+    monkeypatch.setattr("flexpipe.cli.services.os.execvpe", no_exec)
     monkeypatch.delenv("FLEXPIPE_FLOWER_PASSWORD", raising=False)
     monkeypatch.delenv("FLEXPIPE_FLOWER_USER", raising=False)
     configure()
@@ -72,13 +72,13 @@ def flower_settings(
 def run_flower_command(
     monkeypatch: pytest.MonkeyPatch, args: list[str]
 ) -> tuple[Any, list[tuple[str, list[str], dict[str, str]]]]:
+    from flexpipe.cli import cli
     from flexpipe.config.settings import configure
-    from flexpipe.tasks.cli import cli
 
     configure()  # read the environment the test set, as a new process would
     calls: list[tuple[str, list[str], dict[str, str]]] = []
     monkeypatch.setattr(
-        "flexpipe.tasks.cli.os.execvpe", lambda file, argv, env: calls.append((file, argv, env))
+        "flexpipe.cli.services.os.execvpe", lambda file, argv, env: calls.append((file, argv, env))
     )
     result = CliRunner().invoke(cli, ["flower", *args])
     return result, calls
@@ -106,7 +106,7 @@ def test_flower_refuses_a_password_flower_would_split(
 def test_flower_passes_credentials_in_its_environment_not_its_arguments(
     flower_settings: pytest.MonkeyPatch,
 ) -> None:
-    from flexpipe.tasks.cli import flower_command
+    from flexpipe.cli.services import flower_command
 
     flower_settings.setenv("FLEXPIPE_FLOWER_USER", FLOWER_USER)
     flower_settings.setenv("FLEXPIPE_FLOWER_PASSWORD", FLOWER_PASSWORD)
@@ -207,7 +207,7 @@ def flower(stack: Stack) -> Iterator[Flower]:
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "flexpipe.tasks.cli", *FLOWER_ARGS],
+            [sys.executable, "-m", "flexpipe.cli", *FLOWER_ARGS],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -263,7 +263,7 @@ def test_api_refuses_requests_without_the_right_credentials(flower: Flower) -> N
 
 @pytest.mark.integration
 def test_password_is_not_in_the_process_arguments(flower: Flower) -> None:
-    from flexpipe.tasks.cli import flower_command
+    from flexpipe.cli.services import flower_command
 
     cmdline = Path(f"/proc/{flower.process.pid}/cmdline")
     if not cmdline.exists():

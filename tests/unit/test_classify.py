@@ -167,7 +167,7 @@ def test_results_of_an_unknown_bulk(local: Runtime) -> None:
 
 
 def run(*args: str) -> Any:
-    from flexpipe.tasks.cli import cli
+    from flexpipe.cli import cli
 
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 

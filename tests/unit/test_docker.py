@@ -45,7 +45,7 @@ def services() -> dict[str, dict[str, Any]]:
 
 def flexpipe_cli() -> click.Group:
     """The ``flexpipe`` group as ``main()`` builds it (the emulator is added there)."""
-    from flexpipe.tasks.cli import _add_emulator, cli
+    from flexpipe.cli import _add_emulator, cli
 
     _add_emulator()
     return cli
@@ -75,7 +75,7 @@ def exec_call(
 ) -> tuple[list[str], dict[str, str] | None]:
     """The argv (and environment, if given) ``flexpipe ARGS`` would exec."""
     calls: list[tuple[list[str], dict[str, str] | None]] = []
-    cli_os = "flexpipe.tasks.cli.os"
+    cli_os = "flexpipe.cli.services.os"
     monkeypatch.setattr(f"{cli_os}.execvp", lambda file, argv: calls.append((argv, None)))
     monkeypatch.setattr(f"{cli_os}.execvpe", lambda file, argv, env: calls.append((argv, env)))
     result = CliRunner().invoke(flexpipe_cli(), args)
@@ -274,7 +274,7 @@ def test_worker_runs_what_the_integration_tests_start(
 def test_beat_uses_the_schedule_the_integration_tests_worker_embeds(
     container_env: pytest.MonkeyPatch, services: dict[str, dict[str, Any]]
 ) -> None:
-    from flexpipe.tasks.cli import worker_command
+    from flexpipe.cli.services import worker_command
 
     beat_argv = exec_argv(container_env, services["beat"]["command"])
     test_argv = worker_command(beat=True, concurrency=2, loglevel="info")

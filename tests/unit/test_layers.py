@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULES = sorted(
     m.name for m in pkgutil.walk_packages(pipeline.__path__, "pipeline.")
     if ".migrations.versions" not in m.name and not m.name.endswith("migrations.env")
+    and not m.name.startswith("pipeline.cli") and not m.name.endswith("__main__")
 )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flexpipe.tasks.rows import RowsError, output_format, read_rows, write_rows
+from flexpipe.cli.rows import RowsError, output_format, read_rows, write_rows
 
 
 def test_jsonl_rows_keep_every_key(tmp_path: Path) -> None:

@@ -8,18 +8,36 @@ shows progress from SQL, then prints a table of the stored results.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 import time
+from importlib import resources
 from pathlib import Path
 
+import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-SAMPLES = Path(__file__).resolve().parent.parent / "pipeline" / "samples"
+from flexpipe.cli.group import cli
+from flexpipe.cli.services import worker_command
+
 #: Emulator and flexpipe run 20x faster than real time: a 60 s flex wait takes 3 s.
 TIME_SCALE = 0.05
 INSTRUCTIONS = "Summarise this document in two or three sentences for a busy reader."
+
+
+def sample_documents() -> list[tuple[str, str]]:
+    """The bundled sample documents as ``(name, text)``, in file-name order.
+
+    Read through :mod:`importlib.resources`, so they load from a wheel, a zip or a checkout.
+    """
+    found = [f for f in resources.files("flexpipe.samples").iterdir() if f.name.endswith(".txt")]
+    return [
+        (f.name.removesuffix(".txt"), f.read_text(encoding="utf-8"))
+        for f in sorted(found, key=lambda f: f.name)
+    ]
 
 
 def run_demo(folder: Path, *, timeout: float = 50.0) -> int:
@@ -28,9 +46,9 @@ def run_demo(folder: Path, *, timeout: float = 50.0) -> int:
     console = Console()
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    documents = sorted(SAMPLES.glob("*.txt"))
+    documents = sample_documents()
     if not documents:
-        console.print(f"[red]no sample documents in {SAMPLES}[/red]")
+        console.print("[red]no sample documents in flexpipe.samples[/red]")
         return 2
 
     emulator = run_in_thread(EmulatorConfig(time_scale=TIME_SCALE, slots=12, seed=7))
@@ -49,7 +67,6 @@ def run_demo(folder: Path, *, timeout: float = 50.0) -> int:
     configure()
     from flexpipe.migrations import upgrade
     from flexpipe.tasks import api
-    from flexpipe.tasks.cli import worker_command
     from flexpipe.tasks.runtime import reset, runtime
 
     reset()
@@ -70,11 +87,11 @@ def run_demo(folder: Path, *, timeout: float = 50.0) -> int:
         )
     try:
         ids = [
-            api.enqueue(path.read_text(), instructions=INSTRUCTIONS, metadata={"doc": path.stem})
-            for path in documents
+            api.enqueue(text, instructions=INSTRUCTIONS, metadata={"doc": name})
+            for name, text in documents
         ]
         finished = _progress(console, ids, timeout)
-        _table(console, ids, [p.stem for p in documents])
+        _table(console, ids, [name for name, _ in documents])
     finally:
         worker.terminate()
         try:
@@ -134,3 +151,12 @@ def _table(console: Console, ids: list[str], names: list[str]) -> None:
             first_line = first_line[: room - 1] + "…"
         table.add_row(job_id[:8], name[:20], view.status.value, tokens, latency, first_line)
     console.print(table)
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Keep the demo's data folder from the last run.")
+def demo(keep: bool) -> None:
+    """Run the whole flow on embedded defaults: emulator, SQLite, filesystem broker."""
+    if not keep:
+        shutil.rmtree(Path(".flexpipe/demo"), ignore_errors=True)
+    sys.exit(run_demo(Path(".flexpipe/demo")))

@@ -1,0 +1,5 @@
+"""``python -m flexpipe.cli``: the ``flexpipe`` command."""
+
+from flexpipe.cli import main
+
+main()
