@@ -87,6 +87,16 @@ class EmulatorConfig:
     upstream_model: str | None = None
     #: Timeout of one upstream call, real seconds.
     upstream_timeout_s: float = 600.0
+    #: Batch tier: how long a batch's lines take once it is ``in_progress`` (they finish
+    #: evenly spread over it, in input order), unscaled seconds.
+    batch_latency: LatencyModel = field(default_factory=lambda: LatencyModel.parse("fixed:300"))
+    #: Batch tier: time in ``validating``, and in ``finalizing``/``cancelling``; emulated seconds.
+    batch_validate_s: float = 2.0
+    batch_finalize_s: float = 1.0
+    #: Batch tier: most lines in one input file (more fails the batch's validation).
+    batch_max_lines: int = 50_000
+    #: Largest accepted ``POST /v1/files`` upload, bytes (bigger answers 413).
+    max_file_bytes: int = 200 * 1024 * 1024
     #: Fault knobs (see :mod:`flexpipe.emulator.faults`), e.g. ``{"create_429_rate": 0.1}``.
     faults: Mapping[str, Any] = field(default_factory=dict)
     #: Python logging level name for the ``flexpipe.emulator`` logger.
@@ -109,6 +119,7 @@ class EmulatorConfig:
             if unknown:
                 raise ValueError(f"{name}: unknown lane(s) {sorted(unknown)}; use {LANES}")
             setattr(self, name, merged)
+        self.batch_latency = _model(self.batch_latency)
         if self.upstream_url:
             self.upstream_url = self.upstream_url.rstrip("/")
 

@@ -20,6 +20,11 @@ seed and request sequence always misbehaves the same way. Knobs are set at start
 ``read_once``                      after the first terminal GET, GETs answer 410 (ZDR)
 ``drop_rate``                      create/GET closes the connection without an answer
 ``slow_ms``                        every /v1 answer is delayed this long
+``upload_429_rate``                ``POST /v1/files`` answers 429 with Retry-After
+``upload_5xx_rate``                ``POST /v1/files`` answers one of ``error_statuses``
+``batch_fail_rate``                a batch fails validation (``failed``, keyed by batch index)
+``batch_expire_rate``              a batch ``expired`` with half its lines done (partial results)
+``batch_line_fail_rate``           a batch line fails with a 500 into the error file
 =================================  ==========================================================
 """
 
@@ -39,6 +44,11 @@ _RATES = (
     "get_5xx_rate",
     "fail_rate",
     "drop_rate",
+    "upload_429_rate",
+    "upload_5xx_rate",
+    "batch_fail_rate",
+    "batch_expire_rate",
+    "batch_line_fail_rate",
 )
 
 
@@ -60,6 +70,11 @@ class FaultConfig:
     read_once: bool = False
     drop_rate: float = 0.0
     slow_ms: float = 0.0
+    upload_429_rate: float = 0.0
+    upload_5xx_rate: float = 0.0
+    batch_fail_rate: float = 0.0
+    batch_expire_rate: float = 0.0
+    batch_line_fail_rate: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +162,11 @@ class Faults:
         """Whether the job created ``index``-th ends ``failed`` (keyed by index, not order)."""
         rate = self.config.fail_rate
         return rate > 0 and digest(self.seed, "fail", index) % 1_000_000 < rate * 1_000_000
+
+    def hits(self, name: str, *key: object) -> bool:
+        """Whether rate knob ``name`` fires for ``key`` (keyed by identity, not by order)."""
+        rate: float = getattr(self.config, name)
+        return rate > 0 and digest(self.seed, name, *key) % 1_000_000 < rate * 1_000_000
 
     def error_status(self) -> int:
         statuses = self.config.error_statuses
