@@ -1,7 +1,8 @@
 """Every knob of the emulator in one dataclass, :class:`EmulatorConfig`.
 
-Time units: latencies, ``queue_delay``, ``max_hold_s`` and ``flex_deadline_s`` are *emulated*
-seconds and are multiplied by ``time_scale`` (0.001 turns an hour into 3.6 s).
+Time units: latencies, ``queue_delay``, ``max_hold_s``, ``flex_deadline_s`` and the ``batch_*``
+durations are *emulated* seconds and are multiplied by ``time_scale`` (0.001 turns an hour
+into 3.6 s).
 ``retention_s`` and the fault knobs (``retry_after_*``, ``read_lag_ms``, ``slow_ms``) are real
 wall-clock values and are never scaled: they are what a client actually sees or waits.
 """
