@@ -1,11 +1,11 @@
 """Every knob of the emulator in one dataclass, :class:`EmulatorConfig`.
 
-Time units: latencies, ``queue_delay``, ``max_hold_s`` and ``flex_deadline_s`` are *emulated*
-seconds and are multiplied by ``time_scale`` (0.001 turns an hour into 3.6 s).
-``webhook_retry_delay_s`` and ``webhook_retry_max_delay_s`` are emulated seconds too.
-``retention_s``, ``webhook_timeout_s`` and the fault knobs (``retry_after_*``, ``read_lag_ms``,
-``slow_ms``, ``webhook_delay_ms``) are real wall-clock values and are never scaled: they are
-what a client actually sees or waits.
+Time units: latencies, ``queue_delay``, ``max_hold_s``, ``flex_deadline_s`` and the ``batch_*``
+durations are *emulated* seconds and are multiplied by ``time_scale`` (0.001 turns an hour
+into 3.6 s). ``webhook_retry_delay_s`` and ``webhook_retry_max_delay_s`` are emulated seconds
+too. ``retention_s``, ``webhook_timeout_s`` and the fault knobs (``retry_after_*``,
+``read_lag_ms``, ``slow_ms``, ``webhook_delay_ms``) are real wall-clock values and are never
+scaled: they are what a client actually sees or waits.
 """
 
 from __future__ import annotations
@@ -98,6 +98,16 @@ class EmulatorConfig:
     upstream_model: str | None = None
     #: Timeout of one upstream call, real seconds.
     upstream_timeout_s: float = 600.0
+    #: Batch tier: how long a batch's lines take once it is ``in_progress`` (they finish
+    #: evenly spread over it, in input order), unscaled seconds.
+    batch_latency: LatencyModel = field(default_factory=lambda: LatencyModel.parse("fixed:300"))
+    #: Batch tier: time in ``validating``, and in ``finalizing``/``cancelling``; emulated seconds.
+    batch_validate_s: float = 2.0
+    batch_finalize_s: float = 1.0
+    #: Batch tier: most lines in one input file (more fails the batch's validation).
+    batch_max_lines: int = 50_000
+    #: Largest accepted ``POST /v1/files`` upload, bytes (bigger answers 413).
+    max_file_bytes: int = 200 * 1024 * 1024
     #: Fault knobs (see :mod:`flexpipe.emulator.faults`), e.g. ``{"create_429_rate": 0.1}``.
     faults: Mapping[str, Any] = field(default_factory=dict)
     #: Receivers of signed webhook events (openai flavour: ``response.*`` of background
@@ -134,6 +144,7 @@ class EmulatorConfig:
             if unknown:
                 raise ValueError(f"{name}: unknown lane(s) {sorted(unknown)}; use {LANES}")
             setattr(self, name, merged)
+        self.batch_latency = _model(self.batch_latency)
         if self.upstream_url:
             self.upstream_url = self.upstream_url.rstrip("/")
         if self.max_body_bytes < 1:

@@ -27,6 +27,11 @@ seed and request sequence always misbehaves the same way. Knobs are set at start
                                    (or after ``webhook_delay_ms`` if none comes)
 ``webhook_bad_signature_rate``     a webhook event is signed with the wrong key
 ``webhook_delay_ms``               delay of the two knobs above (default 1000)
+``upload_429_rate``                ``POST /v1/files`` answers 429 with Retry-After
+``upload_5xx_rate``                ``POST /v1/files`` answers one of ``error_statuses``
+``batch_fail_rate``                a batch fails validation (``failed``, keyed by batch index)
+``batch_expire_rate``              a batch ``expired`` with half its lines done (partial results)
+``batch_line_fail_rate``           a batch line fails with a 500 into the error file
 =================================  ==========================================================
 """
 
@@ -51,6 +56,11 @@ _RATES = (
     "webhook_delay_rate",
     "webhook_reorder_rate",
     "webhook_bad_signature_rate",
+    "upload_429_rate",
+    "upload_5xx_rate",
+    "batch_fail_rate",
+    "batch_expire_rate",
+    "batch_line_fail_rate",
 )
 
 
@@ -78,6 +88,11 @@ class FaultConfig:
     webhook_reorder_rate: float = 0.0
     webhook_bad_signature_rate: float = 0.0
     webhook_delay_ms: float = 1000.0
+    upload_429_rate: float = 0.0
+    upload_5xx_rate: float = 0.0
+    batch_fail_rate: float = 0.0
+    batch_expire_rate: float = 0.0
+    batch_line_fail_rate: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,6 +180,11 @@ class Faults:
         """Whether the job created ``index``-th ends ``failed`` (keyed by index, not order)."""
         rate = self.config.fail_rate
         return rate > 0 and digest(self.seed, "fail", index) % 1_000_000 < rate * 1_000_000
+
+    def hits(self, name: str, *key: object) -> bool:
+        """Whether rate knob ``name`` fires for ``key`` (keyed by identity, not by order)."""
+        rate: float = getattr(self.config, name)
+        return rate > 0 and digest(self.seed, name, *key) % 1_000_000 < rate * 1_000_000
 
     def error_status(self) -> int:
         statuses = self.config.error_statuses

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from flexpipe.emulator import admin, chat, responses
+from flexpipe.emulator import admin, batches, chat, files, responses
 from flexpipe.emulator.auth import ADMIN_PREFIX, admin_key, bearer_matches
 from flexpipe.emulator.config import EmulatorConfig
 from flexpipe.emulator.replies import (
@@ -148,6 +148,8 @@ def build_app(config: EmulatorConfig | None = None) -> web.Application:
     app.router.add_get("/v1/models/{name:.+}", _model)
     responses.add_routes(app, config.flavor)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
+    files.add_routes(app)
+    batches.add_routes(app)
     admin.add_routes(app)
     return app
 

@@ -11,8 +11,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from flexpipe.emulator import batchqueue
 from flexpipe.emulator.config import EmulatorConfig
 from flexpipe.emulator.faults import Faults
+from flexpipe.emulator.filestore import FileStore
 from flexpipe.emulator.outputs import messages_from_input
 from flexpipe.emulator.queue import Scheduler, draw_latencies
 from flexpipe.emulator.records import Record, new_response_id
@@ -72,6 +74,8 @@ class Emulator:
             processor=self.upstream.process if self.upstream else None,
             on_terminal=self._on_terminal,
         )
+        self.files = FileStore()
+        self.batches = batchqueue.Batches(config, self.faults, self.stats, self.files)
         self.index = 0
         self.started_at = time.time()
 
@@ -155,6 +159,8 @@ class Emulator:
         for rec in list(self.store.records.values()):
             rec.notify()
         self.scheduler.reset()
+        self.batches.reset()
+        self.files.clear()
         self.store.clear()
         self.stats.reset()
         self.webhooks.cancel_all()
@@ -171,6 +177,10 @@ class Emulator:
             responses_evicted=self.store.evicted,
         )
         snap["webhooks"] = self.webhooks.snapshot()
+        for key in batchqueue.TOTAL_KEYS:
+            snap["totals"].setdefault(key, 0)
+        snap["batches"] = self.batches.snapshot()
+        snap["files"] = {fid: f.stats() for fid, f in self.files.files.items()}
         snap["config"] = {
             "flavor": self.config.flavor,
             "slots": self.config.slots,

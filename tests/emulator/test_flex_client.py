@@ -47,8 +47,11 @@ def test_what_flexclient_keeps_equals_the_sdk_model(
 
     sdk = client(handle).responses.retrieve(created.id)  # the SDK's own parse
     assert got.status == sdk.status
-    assert got.status == ("completed" if max_output_tokens is None else {
-        "doubleword": "completed", "openai": "incomplete"}[flavor])
+    assert got.status == (
+        "completed"
+        if max_output_tokens is None
+        else {"doubleword": "completed", "openai": "incomplete"}[flavor]
+    )
     assert got.incomplete_reason == (sdk.incomplete_details and sdk.incomplete_details.reason)
     assert got.output_text == sdk.output_text and got.output_text
     assert got.output == [item.model_dump(mode="json", exclude_unset=True) for item in sdk.output]
