@@ -54,12 +54,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration flexpipe's tasks rely on, from flexpipe's settings."""
     return {
-        "broker_url": settings.broker_url,
-        # The embedded broker writes messages atomically (see config/broker.py).
-        "broker_transport": (
-            "flexpipe.config.broker:Transport" if settings.embedded_broker else None
-        ),
-        "broker_transport_options": broker_options(settings),
+        **broker_config(settings),
         "broker_connection_retry_on_startup": True,
         "result_backend": None,
         "task_ignore_result": True,
@@ -92,6 +87,43 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             *settings.import_list,
         ],
     }
+
+
+def broker_config(settings: Settings) -> dict[str, Any]:
+    """Where flexpipe publishes: its own broker, or the host's when its tasks run on a host
+    Celery app (:func:`flexpipe.tasks.register`) and ``FLEXPIPE_BROKER_URL`` is not set."""
+    host = _host
+    if host is not None and "broker_url" not in settings.model_fields_set:
+        return {
+            "broker_url": host.conf.broker_url,
+            "broker_transport": host.conf.broker_transport,
+            "broker_transport_options": dict(host.conf.broker_transport_options or {}),
+        }
+    return {
+        "broker_url": settings.broker_url,
+        # The embedded broker writes messages atomically (see config/broker.py).
+        "broker_transport": (
+            "flexpipe.config.broker:Transport" if settings.embedded_broker else None
+        ),
+        "broker_transport_options": broker_options(settings),
+    }
+
+
+#: The host's Celery app that runs flexpipe's tasks, once :func:`flexpipe.tasks.register`
+#: was called; flexpipe then publishes to its broker.
+_host: Celery | None = None
+
+
+def use_host(celery_app: Celery | None) -> None:
+    """Publish on ``celery_app``'s broker from now on (``None``: flexpipe's own again)."""
+    global _host
+    _host = celery_app
+    _reconfigure()
+
+
+def host() -> Celery | None:
+    """The host's Celery app given to :func:`flexpipe.tasks.register`, if any."""
+    return _host
 
 
 def configure(celery_app: Celery, settings: Settings) -> Celery:

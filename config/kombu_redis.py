@@ -81,4 +81,3 @@ def install() -> None:
 
     setattr(_connparams, _MARK, True)
     kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
-

@@ -172,6 +172,16 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'flexpipe.db').resolve()}"
 
     @property
+    def longest_countdown(self) -> float:
+        """The longest countdown flexpipe gives a task message (seconds): a broker must keep
+        an unacknowledged message longer than this (Redis: its visibility timeout)."""
+        return max(
+            self.park_after * self.time_scale,
+            self.retry_max_delay * self.time_scale,
+            self.retry_max_after,
+        )
+
+    @property
     def import_list(self) -> list[str]:
         return [name.strip() for name in self.imports.split(",") if name.strip()]
 

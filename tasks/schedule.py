@@ -18,11 +18,12 @@ from collections.abc import Callable
 from flexpipe.config.celery import app
 from flexpipe.errors import ConfigurationError
 from flexpipe.tasks.runtime import runtime
+from flexpipe.tasks.steps import ACKS
 
 log = logging.getLogger("flexpipe.schedule")
 
 
-@app.task(name="flexpipe.classify_job")
+@app.task(name="flexpipe.classify_job", **ACKS)
 def classify_job() -> str:
     """Run the configured job function once; return a short word for logs and Flower."""
     bulk_id = load_job(runtime().settings.classify_job)()

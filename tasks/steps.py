@@ -19,6 +19,11 @@ from flexpipe.tasks.runtime import runtime
 
 log = logging.getLogger("flexpipe.tasks")
 
+#: Each task is safe to run twice: on any Celery app (flexpipe's own or a host's, see
+#: ``flexpipe.tasks.register``) its message is acknowledged only once it ran, and
+#: delivered again if the worker running it died.
+ACKS: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
+
 #: While the database is away, a task retries itself with backoff instead of failing
 #: (a failed task's message is gone; the sweeper would recover the job, but later).
 DB_RETRY: dict[str, Any] = {
@@ -27,6 +32,7 @@ DB_RETRY: dict[str, Any] = {
     "retry_backoff_max": 20,
     "retry_jitter": True,
     "max_retries": 30,
+    **ACKS,
 }
 
 
@@ -103,13 +109,13 @@ def _pool() -> ThreadPoolExecutor:
     return _executor
 
 
-@app.task(name="flexpipe.store")
+@app.task(name="flexpipe.store", **ACKS)
 def store(job_id: str) -> str:
     """Read a job's response now and store it if it is terminal (e.g. on a webhook)."""
     return follow(job_id, runtime().flow.refresh(job_id))
 
 
-@app.task(name="flexpipe.enqueue")
+@app.task(name="flexpipe.enqueue", **ACKS)
 def enqueue(**request: Any) -> str:
     """Enqueue a job for apps that don't import flexpipe: ``send_task("flexpipe.enqueue")``."""
     from flexpipe.tasks.api import enqueue as enqueue_job
@@ -117,7 +123,7 @@ def enqueue(**request: Any) -> str:
     return enqueue_job(**request)
 
 
-@app.task(name="flexpipe.cancel")
+@app.task(name="flexpipe.cancel", **ACKS)
 def cancel(job_id: str) -> str:
     """Cancel a job (at the provider where it supports cancel)."""
     return follow(job_id, runtime().flow.cancel(job_id))

@@ -13,7 +13,7 @@ from typing import Any
 
 from flexpipe.config.celery import app
 from flexpipe.tasks.runtime import runtime
-from flexpipe.tasks.steps import follow, poll_many, send_bulk_callback, send_callback, submit
+from flexpipe.tasks.steps import ACKS, follow, poll_many, send_bulk_callback, send_callback, submit
 
 log = logging.getLogger("flexpipe.sweeper")
 BATCH = 2000
@@ -22,7 +22,7 @@ GROUP_WINDOW = 0.25
 GROUP_SIZE = 25
 
 
-@app.task(name="flexpipe.sweep")
+@app.task(name="flexpipe.sweep", **ACKS)
 def sweep() -> dict[str, int]:
     """One sweep; returns counts of what it did."""
     rt = runtime()
