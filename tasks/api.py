@@ -68,6 +68,12 @@ def enqueue(
         mode=mode,
         escalate=escalate,
     )
+    return enqueue_prepared(job)
+
+
+def enqueue_prepared(job: NewJob) -> str:
+    """Store a job made by :func:`prepare` and start it; return its id (an existing job's
+    id when its idempotency key was seen before: nothing is sent then)."""
     job_id, created = runtime().store.add_job(job)
     if created:
         publish_submit(job_id)

@@ -11,11 +11,11 @@ import functools
 import hashlib
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
 from articles import tasks as callbacks
 from articles.models import Article, ClassificationRun, Section
+from flexpipe.contrib.django import enqueue_on_commit
 from flexpipe.errors import JobNotFound
 from flexpipe.tasks import api as flexpipe
 
@@ -37,10 +37,22 @@ def summarise_on_commit(article: Article) -> None:
     """Enqueue the article's summary once the current transaction commits.
 
     Until then the row is invisible to other connections, so a job enqueued earlier could
-    finish before the row exists, and would reference a row that a rollback removes.
-    ``robust``: if flexpipe cannot be reached the article is still saved (and logged).
+    finish before the row exists, and would reference a row that a rollback removes. The
+    request is validated now; the job id is saved on the article after the commit.
     """
-    transaction.on_commit(functools.partial(request_summary, article.pk), robust=True)
+    enqueue_on_commit(
+        article.body,
+        instructions=SUMMARY_INSTRUCTIONS,
+        metadata={"article": str(article.pk)},
+        idempotency_key=f"article-{article.pk}-summary",
+        callback=callbacks.summary_ready.s(article_id=article.pk),
+        then=functools.partial(save_job_id, article.pk),
+    )
+
+
+def save_job_id(article_id: int, job_id: str) -> None:
+    # Only the job id: the callback may already have stored the final status.
+    Article.objects.filter(pk=article_id).update(flexpipe_job_id=job_id, updated_at=timezone.now())
 
 
 def request_summary(article_id: int) -> str:

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import logging
 
+from celery import shared_task
 from django.utils import timezone
 
 from articles.models import Article, CallbackReceipt, ClassificationRun, Section
 from flexpipe.states import JobStatus
 from flexpipe.tasks import api as flexpipe
-from newsroom.celery import app
 
 log = logging.getLogger("articles.tasks")
 
 
-@app.task
+@shared_task
 def summary_ready(job_id: str, article_id: int) -> str:
     """Store a finished summary job's text and status on its article."""
     view = flexpipe.get(job_id)
@@ -36,7 +36,7 @@ def summary_ready(job_id: str, article_id: int) -> str:
     return view.status.value
 
 
-@app.task
+@shared_task
 def label_ready(job_id: str, article_id: int) -> str:
     """Store the label of a finished classification job on its article."""
     view = flexpipe.get(job_id)
@@ -49,7 +49,7 @@ def label_ready(job_id: str, article_id: int) -> str:
     return str(label)
 
 
-@app.task
+@shared_task
 def classification_done(bulk_id: str) -> str:
     """Record a finished ``classify_articles`` run: sent once, when its last item ended."""
     bulk = flexpipe.get_bulk(bulk_id)

@@ -1,67 +1,68 @@
-"""The newsroom's fixtures: a file database the worker process can open, and the two
-workers (flexpipe's and the newsroom's) on each backend: ``services`` (Redis + PostgreSQL)
-and ``embedded`` (SQLite + flexpipe's filesystem broker)."""
+"""The newsroom's fixtures: a PostgreSQL test database of its own (``migrate`` creates
+flexpipe's tables in it too), and the newsroom's Celery worker, which runs flexpipe's
+tasks and the callbacks on Redis: there is no flexpipe worker."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from harness import CeleryWorker, Newsroom
 
-from tests.integration.conftest import make_stack
+from flexpipe.contrib.django.settings import database_url
+from tests.integration.stack import Stack
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Test on an SQLite file, not in memory, so the newsroom's worker can open it too."""
+def django_db_modify_db_settings() -> None:
+    """A test database per session, so parallel runs on the shared server never meet."""
     from django.conf import settings
 
-    path = tmp_path_factory.mktemp("newsroom") / "newsroom.sqlite3"
-    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = str(path)
+    name = f"test_newsroom_{uuid.uuid4().hex[:10]}"
+    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = name
 
 
-@pytest.fixture(scope="session", params=["services", "embedded"])
+@pytest.fixture(scope="session")
 def newsroom_stack(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     emulator: str,
+    redis_server: str,
     django_db_setup: None,
 ) -> Newsroom:
     from django.db import connection
 
-    # A queue of our own on the shared Redis: callbacks go there, the newsroom reads it.
-    callback_queue = f"newsroom-{uuid.uuid4().hex[:8]}"
-    env = {"FLEXPIPE_CALLBACK_QUEUE": callback_queue, "FLEXPIPE_IMPORTS": ""}
-    # flexpipe's worker is no Django process: with DJANGO_SETTINGS_MODULE inherited,
-    # Celery's Django fix-up in it would try to import newsroom.settings.
-    with environ_without("DJANGO_SETTINGS_MODULE"):
-        stack = make_stack(request, tmp_path_factory, request.param, emulator, env)
+    tmp = tmp_path_factory.mktemp("newsroom")
+    # The newsroom's own queue on the shared Redis: its callbacks go there.
+    queue = f"newsroom-{uuid.uuid4().hex[:8]}"
+    stack = Stack(
+        name="newsroom",
+        data_dir=tmp,
+        database_url=database_url(connection.settings_dict),  # the test database
+        broker_url="unused",
+        emulator_url=emulator,
+        extra_env={"FLEXPIPE_CALLBACK_QUEUE": queue, "FLEXPIPE_IMPORTS": ""},
+    )
+    del stack.env["FLEXPIPE_BROKER_URL"]  # flexpipe uses the newsroom's broker
+    stack.activate()
     worker = CeleryWorker(
-        {**stack.env, "NEWSROOM_DB_PATH": connection.settings_dict["NAME"]},
-        stack.data_dir / "newsroom-worker.log",
+        {
+            **stack.env,
+            "NEWSROOM_DB_NAME": connection.settings_dict["NAME"],
+            "NEWSROOM_BROKER_URL": f"{redis_server}/0",
+            "NEWSROOM_QUEUE": queue,
+        },
+        queues=[queue, stack.env["FLEXPIPE_QUEUE"], stack.env["FLEXPIPE_POLL_QUEUE"]],
+        data_dir=tmp,
     )
     worker.start()
+    request.addfinalizer(stack.stop)
     request.addfinalizer(worker.stop)
     return Newsroom(stack, worker)
 
 
 @pytest.fixture
 def newsroom(newsroom_stack: Newsroom, transactional_db: None) -> Newsroom:
-    """The running newsroom, made current; tests commit for real (the workers must see it)."""
+    """The running newsroom, made current; tests commit for real (the worker must see it)."""
     newsroom_stack.activate()
     return newsroom_stack
-
-
-@contextlib.contextmanager
-def environ_without(name: str) -> Iterator[None]:
-    """Remove an environment variable for the duration of a ``with`` block."""
-    value = os.environ.pop(name, None)
-    try:
-        yield
-    finally:
-        if value is not None:
-            os.environ[name] = value

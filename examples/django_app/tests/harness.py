@@ -1,6 +1,6 @@
-"""The newsroom under test: flexpipe's test stack (a flexpipe worker with beat, its
-database and broker, the emulator) plus the newsroom's own Celery worker on the same
-broker, running the callbacks as it would in production."""
+"""The newsroom under test: flexpipe's settings for the test (the emulator, queues of the
+run's own) and the newsroom's own Celery worker with beat, which runs flexpipe's tasks,
+its sweeper and the callbacks, as it would in production."""
 
 from __future__ import annotations
 
@@ -22,20 +22,23 @@ SETTLE = 60 * TIME_SCALE + 0.5
 
 
 class CeleryWorker:
-    """``celery -A newsroom worker`` in a subprocess, logging to a file."""
+    """``celery -A config.celery_app worker -B`` in a subprocess, logging to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], queues: list[str], data_dir: Path) -> None:
         self.env = env
-        self.log_path = log_path
+        self.queues = queues
+        self.data_dir = data_dir
+        self.log_path = data_dir / "newsroom-worker.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "celery", "-A", "newsroom", "worker", "-c", "2"]
+        argv = [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker", "-c", "2"]
+        argv += ["-Q", ",".join(self.queues), "-B", "-s", str(self.data_dir / "beat-schedule")]
         argv += ["-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat"]
         env = {
             **os.environ,
             **self.env,
-            "DJANGO_SETTINGS_MODULE": "newsroom.settings",
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
             "PYTHONPATH": os.pathsep.join([str(EXAMPLE), str(ROOT)]),
         }
         with open(self.log_path, "ab") as log:
@@ -80,8 +83,8 @@ class Newsroom:
         while not condition():
             if time.monotonic() > end:
                 raise AssertionError(
-                    f"{what}: not so after {timeout:g}s\n--- flexpipe worker:\n"
-                    f"{self.stack.log_tail()}\n--- newsroom worker:\n{self.worker.log_tail()}"
+                    f"{what}: not so after {timeout:g}s\n--- newsroom worker:\n"
+                    f"{self.worker.log_tail()}"
                 )
             time.sleep(0.05)
 

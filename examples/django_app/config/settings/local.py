@@ -1,0 +1,5 @@
+"""Development settings."""
+
+from config.settings.base import *  # noqa: F403
+
+DEBUG = True

@@ -1,3 +1,0 @@
-from django.urls import include, path
-
-urlpatterns = [path("articles/", include("articles.urls"))]
