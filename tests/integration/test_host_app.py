@@ -26,8 +26,14 @@ pytestmark = pytest.mark.integration
 class HostWorker:
     """``celery -A tests.integration.host_app worker`` on the given queues."""
 
-    def __init__(self, env: dict[str, str], queues: list[str], log: Path) -> None:
-        argv = [sys.executable, "-m", "celery", "-A", "tests.integration.host_app", "worker"]
+    def __init__(
+        self,
+        env: dict[str, str],
+        queues: list[str],
+        log: Path,
+        app: str = "tests.integration.host_app",
+    ) -> None:
+        argv = [sys.executable, "-m", "celery", "-A", app, "worker"]
         argv += ["-Q", ",".join(queues), "-c", "2", "-l", "info"]
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         self.log = log
@@ -123,3 +129,30 @@ def wait_for(condition: object, worker: HostWorker, timeout: float = 30) -> None
         if time.monotonic() > end:
             raise AssertionError("callback not run by the host worker:\n" + worker.log.read_text())
         time.sleep(0.05)
+
+
+def test_flask_callback_runs_in_the_app_context_in_the_apps_worker(
+    host_stack: Stack, tmp_path: Path
+) -> None:
+    # Issue 10, item 5: with FLEXPIPE_IMPORTS alone it failed "Working outside of
+    # application context"; on the app's own Celery (celery_init_app) it has one.
+    argv_app = "tests.integration.flask_host.celery_app"
+    worker = HostWorker(host_stack.env, queues(host_stack), tmp_path / "flask.log", argv_app)
+    try:
+        from tests.integration import flask_host
+
+        flexpipe_celery.use_host(flask_host.celery_app)
+        job_id = api.enqueue(STORY, callback="tests.integration.flask_host.summary_ready")
+        host_stack.log_path = worker.log
+        host_stack.wait_terminal([job_id], timeout=60)
+        wait_for(lambda: callbacks.counts(host_stack.store.engine).get(job_id) == 1, worker)
+    finally:
+        worker.stop()
+    with host_stack.store.engine.connect() as conn:
+        notes = conn.execute(
+            callbacks.calls.select().where(callbacks.calls.c.job_id == job_id)
+        ).all()
+    assert [row.note for row in notes] == ["from the app context"]
+
+
+STORY = "The Harbour Board approved a new ferry timetable."
