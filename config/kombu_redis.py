@@ -81,3 +81,4 @@ def install() -> None:
 
     setattr(_connparams, _MARK, True)
     kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
+
