@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from celery import shared_task
 
-import tasks as flexpipe
+import flexpipe
 
 if TYPE_CHECKING:
     from flask import Flask

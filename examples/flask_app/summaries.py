@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, current_app, request, url_for
 from flask.typing import ResponseReturnValue
 
-import tasks as flexpipe
+import flexpipe
 from flexpipe.errors import JobNotFound, ValidationError
 
 bp = Blueprint("summaries", __name__, url_prefix="/summaries")
