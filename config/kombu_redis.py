@@ -2,9 +2,10 @@
 like a lost connection (which Celery recovers from), not with ``AttributeError`` (which
 kills the worker).
 
-Why (kombu 5.7.0, celery 5.7.0). When Redis goes away, Celery's
-``Consumer.on_connection_error_after_connected`` calls ``connection.collect()`` and then
-``connection.close()`` under ``ignore_errors`` (which ignores connection errors only):
+Why (kombu 5.7.0, celery 5.7.0; the same code since kombu 5.3.4, the floor). When Redis
+goes away, Celery's ``Consumer.on_connection_error_after_connected`` calls
+``connection.collect()`` and then ``connection.close()`` under ``ignore_errors`` (which
+ignores connection errors only):
 
 1. ``collect()`` → ``Connection._do_close_self`` closes the default channel (the task
    consumer's) first. If a ``BRPOP`` was in flight on it (the error was read first on

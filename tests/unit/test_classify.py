@@ -5,6 +5,7 @@ are stored through the real flow with a scripted provider."""
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,7 +170,10 @@ def test_results_of_an_unknown_bulk(local: Runtime) -> None:
 def run(*args: str) -> Any:
     from flexpipe.cli import cli
 
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    # click < 8.2 (the floor is 8.1.2) mixes stderr into stdout unless told not to.
+    separate = "mix_stderr" in inspect.signature(CliRunner).parameters
+    runner = CliRunner(mix_stderr=False) if separate else CliRunner()  # type: ignore[call-arg]
+    return runner.invoke(cli, list(args), catch_exceptions=False)
 
 
 @pytest.fixture
