@@ -2,19 +2,30 @@
 
 At import: every ``FLEXPIPE_*`` variable is cleared (tests set their own), a dummy API
 key is set, and any connection to a host that is not local fails, so no test can reach a
-real API. Services: ``redis_url`` and ``postgres_url`` point at the real servers of this
-machine; when one is down the test is skipped locally and fails in CI (``CI=true``).
+real API. Services: ``redis_server`` and ``postgres_url`` point at the shared servers of
+this machine; when one is down the test is skipped locally and fails in CI (``CI=true``).
+
+The shared servers are only for tests that leave them as they found them. A test that
+flushes, stops, restarts or crashes a service takes a disposable one of its own
+(``tests/services.py``): ``redis_factory(**options)`` / ``disposable_redis`` and
+``postgres_factory(**settings)`` / ``disposable_postgres``. The session guard
+(``_shared_services_untouched``) turns the run red if the shared Redis lost a sentinel key
+or was restarted, or the shared PostgreSQL was restarted, while the tests ran.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+
+from tests import services
 
 for _name in [n for n in os.environ if n.startswith("FLEXPIPE_")]:
     del os.environ[_name]
@@ -103,3 +114,90 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+# -- disposable servers (tests/services.py) ------------------------------------------------
+
+
+@pytest.fixture
+def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+    Callable[..., services.RedisServer]
+]:
+    """``redis_factory(options={...}, persistence=False)``: start a disposable
+    ``redis-server``; every one started is killed when the test ends."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        service_missing("redis-server and redis-cli (for a disposable Redis)")
+    started: list[services.RedisServer] = []
+
+    def make(**kwargs: Any) -> services.RedisServer:
+        server = services.RedisServer(tmp_path_factory.mktemp("redis"), **kwargs)
+        started.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def disposable_redis(redis_factory: Callable[..., services.RedisServer]) -> services.RedisServer:
+    """A running disposable Redis with nothing on disk."""
+    return redis_factory()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[services.PostgresTemplate]:
+    """One initdb'd cluster per session (made on first use), copied by each server."""
+    bindir = services.postgres_bindir()
+    if bindir is None:
+        service_missing("PostgreSQL's binaries (pg_config --bindir, for a disposable server)")
+    assert bindir is not None
+    template = services.PostgresTemplate(bindir)
+    yield template
+    template.remove()
+
+
+@pytest.fixture
+def postgres_factory(postgres_template: services.PostgresTemplate) -> Iterator[
+    Callable[..., services.PostgresServer]
+]:
+    """``postgres_factory(settings={...})``: start a disposable PostgreSQL; every one
+    started is killed and its files deleted when the test ends."""
+    started: list[services.PostgresServer] = []
+
+    def make(**kwargs: Any) -> services.PostgresServer:
+        server = services.PostgresServer(postgres_template, **kwargs)
+        started.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in started:
+        server.remove()
+
+
+@pytest.fixture
+def disposable_postgres(
+    postgres_factory: Callable[..., services.PostgresServer],
+) -> services.PostgresServer:
+    """A running disposable PostgreSQL (superuser ``postgres``, trust auth)."""
+    return postgres_factory()
+
+
+# -- the guard: the shared servers end the session as they began ----------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_services_untouched() -> Iterator[None]:
+    """Fail the run (an error at the last test's teardown) if the shared Redis lost a
+    sentinel key (db 15) or restarted, or the shared PostgreSQL restarted, during the
+    session. A server that is down at the start is not watched (the tests that need it
+    skip or fail on their own)."""
+    guard = services.SharedServicesGuard(REDIS_HOST, REDIS_PORT, POSTGRES_ADMIN_URL)
+    guard.start()
+    yield
+    harm = guard.check()
+    services.kill_leftovers()
+    if harm:
+        pytest.fail("tests harmed the shared services: " + "; ".join(harm), pytrace=False)

@@ -1,10 +1,14 @@
 """Fixtures for the fault suite: a fresh stack and emulator per scenario, and the
-invariant every scenario ends with (nothing lost, nothing twice)."""
+invariant every scenario ends with (nothing lost, nothing twice).
+
+A scenario that flushes, stops, restarts or crashes Redis or PostgreSQL runs its stack on
+a disposable server (``scenario(redis=disposable_redis)``, ``scenario(postgres=...)``;
+see ``tests/services.py``); the shared servers are only used by scenarios that leave
+them as they found them (killing workers, emulator faults)."""
 
 from __future__ import annotations
 
 import collections
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,15 +22,12 @@ from flexpipe.schema import results
 from tests.integration import callbacks
 from tests.integration.conftest import make_stack
 from tests.integration.stack import TIME_SCALE, Stack
+from tests.services import PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: Jobs per scenario (the issue asks for at least 300).
 JOBS = 300
-REDIS_START = [
-    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-    "--save", "", "--appendonly", "no",
-]
 
 
 @dataclass
@@ -34,22 +35,45 @@ class Scenario:
     stack: Stack
     emulator_url: str
     creates_before_reset: dict[str, int]
+    #: The disposable servers the stack runs on, if any (the others are shared).
+    redis: RedisServer | None = None
+    postgres: PostgresServer | None = None
 
 
 @pytest.fixture
 def scenario(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_factory: Callable[..., RedisServer],
+    postgres_factory: Callable[..., PostgresServer],
 ) -> Iterator[Callable[..., Scenario]]:
+    """``scenario(faults=..., env=..., redis=..., postgres=..., **emulator)``.
+
+    ``redis``/``postgres``: ``True`` for a fresh disposable server, or one the test
+    started (``redis_factory(options=...)``, ``postgres_factory(settings=...)``). The
+    factories are this fixture's dependencies, so their servers outlive the stack: its
+    worker stops before they do."""
     handles = []
 
     def make(*, faults: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-             backend: str = "services", **emulator: Any) -> Scenario:
+             backend: str = "services", redis: RedisServer | bool | None = None,
+             postgres: PostgresServer | bool | None = None, **emulator: Any) -> Scenario:
+        if redis is True:
+            redis = redis_factory()
+        if postgres is True:
+            postgres = postgres_factory()
+        redis = redis or None
+        postgres = postgres or None
         config = EmulatorConfig(time_scale=TIME_SCALE, slots=0, seed=21, faults=faults or {},
                                 **emulator)
         handle = run_in_thread(config)
         handles.append(handle)
-        stack = make_stack(request, tmp_path_factory, backend, handle.url, extra_env=env)
-        return Scenario(stack, handle.url, {})
+        stack = make_stack(
+            request, tmp_path_factory, backend, handle.url, extra_env=env,
+            broker_url=redis.url() if redis else None,
+            database_url=postgres.create_database() if postgres else None,
+        )
+        return Scenario(stack, handle.url, {}, redis, postgres)
 
     yield make
     for handle in handles:
@@ -141,20 +165,3 @@ def assert_nothing_lost_nothing_twice(
     statuses = progress(stack, ids)
     assert set(statuses) <= allowed_statuses, statuses
     return statuses
-
-
-def restart_redis() -> None:
-    subprocess.run(["redis-cli", "-h", "127.0.0.1", "shutdown", "nosave"], check=False,
-                   capture_output=True)
-    for _ in range(100):
-        if subprocess.run(["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True,
-                          check=False).returncode != 0:
-            break
-        time.sleep(0.05)
-    subprocess.run(REDIS_START, check=True, capture_output=True)
-    for _ in range(100):
-        if subprocess.run(["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True,
-                          check=False).stdout.strip() == b"PONG":
-            return
-        time.sleep(0.05)
-    raise AssertionError("redis did not come back")

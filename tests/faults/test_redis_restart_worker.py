@@ -1,9 +1,9 @@
 """A Redis restart must not kill the worker (BENCHMARKS.md, "Changes suggested", item 7).
 
-The worker runs on a private ``redis-server`` that this test starts on a free port (the
-shared one on 6379 is left alone). Jobs are in flight, their countdown polls waiting in
-the worker unacknowledged, when Redis is shut down (nothing saved), left down for a
-moment and started empty again, several times.
+The worker runs on a disposable ``redis-server`` that this test starts on a free port
+(``disposable_redis``, tests/services.py; the shared one on 6379 is left alone). Jobs are
+in flight, their countdown polls waiting in the worker unacknowledged, when Redis is shut
+down (nothing saved), left down for a moment and started empty again, several times.
 
 Before ``config/kombu_redis.py``, kombu's teardown of the lost connection could end in
 ``AttributeError: 'NoneType' object has no attribute 'hostname'`` and the worker (with its
@@ -18,12 +18,7 @@ from __future__ import annotations
 
 import datetime
 import functools
-import shutil
-import socket
-import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,11 +26,10 @@ import sqlalchemy as sa
 
 from flexpipe.emulator import EmulatorConfig, run_in_thread
 from flexpipe.schema import jobs, results
-from tests.conftest import service_missing
 from tests.faults.conftest import creates_per_job, enqueue_jobs, progress, wait_until
 from tests.integration import callbacks
-from tests.integration.conftest import _drop_database
 from tests.integration.stack import TIME_SCALE, Stack
+from tests.services import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -58,102 +52,6 @@ WORKER_ENV = {
 CALLBACK_LOSS_WINDOW = datetime.timedelta(seconds=5)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-class PrivateRedis:
-    """A ``redis-server`` child process on its own port, with nothing on disk."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.port = _free_port()
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        #: (went down, came back) for each restart.
-        self.outages: list[tuple[datetime.datetime, datetime.datetime]] = []
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def cli(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args],
-            input=stdin, capture_output=True, check=False, timeout=10,
-        )
-
-    def start(self) -> None:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--daemonize", "no"]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        for _ in range(200):
-            if self.cli("ping").stdout.strip() == b"PONG":
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"redis-server did not start on port {self.port}")
-
-    def stop(self, *, pubsub_first: bool = False) -> None:
-        if self.process is None:
-            return
-        if pubsub_first:
-            # One session, so Redis runs both back to back: the worker reads the end of
-            # its pub/sub sockets first, and finds Redis gone while it tears down.
-            self.cli(stdin=b"CLIENT KILL TYPE pubsub\nSHUTDOWN NOSAVE\n")
-        else:
-            self.cli("shutdown", "nosave")
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def restart(self, down_for: float, *, pubsub_first: bool) -> None:
-        down = _now()
-        self.stop(pubsub_first=pubsub_first)
-        time.sleep(down_for)
-        self.start()
-        self.outages.append((down, _now()))
-
-    def count(self, *args: str) -> int:
-        out = self.cli(*args).stdout.strip()
-        return int(out) if out.isdigit() else 0
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        service_missing("redis-server (this test starts its own Redis)")
-    server = PrivateRedis(tmp_path / "redis.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def database(postgres_server: str) -> Iterator[str]:
-    name = f"flexpipe_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    try:
-        yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        _drop_database(postgres_server, name)
-
-
 def _connections(stack: Stack) -> int:
     try:
         return stack.log_path.read_text(errors="replace").count("Connected to redis://")
@@ -174,7 +72,7 @@ def _assert_worker_alive(stack: Stack, when: str) -> None:
     )
 
 
-def _idle_with_polls_held(redis: PrivateRedis, stack: Stack) -> bool:
+def _idle_with_polls_held(redis: RedisServer, stack: Stack) -> bool:
     """Polls wait in the worker unacknowledged, and its queues are empty (so the worker
     is not at its prefetch limit and its BRPOP is in flight): the case that crashed."""
     return (
@@ -200,7 +98,7 @@ def _check_stored_once(stack: Stack, emulator_url: str, ids: list[str]) -> None:
     assert {j: creates.get(j, 0) for j in ids} == dict.fromkeys(ids, 1), "provider creates"
 
 
-def _check_callbacks(stack: Stack, redis: PrivateRedis, ids: list[str]) -> None:
+def _check_callbacks(stack: Stack, redis: RedisServer, ids: list[str]) -> None:
     """Each callback at most once, and each one sent outside an outage's window arrived.
 
     flexpipe marks a callback sent once it is published (``tasks/steps.py``), so one that
@@ -230,7 +128,7 @@ def _check_callbacks(stack: Stack, redis: PrivateRedis, ids: list[str]) -> None:
 
 
 def test_worker_survives_redis_restarts_with_polls_in_flight(
-    private_redis: PrivateRedis, database: str, tmp_path: Path
+    disposable_redis: RedisServer, postgres_url: str, tmp_path: Path
 ) -> None:
     config = EmulatorConfig(time_scale=TIME_SCALE, slots=0, seed=33,
                             latency=EMULATOR_LATENCY)
@@ -238,8 +136,8 @@ def test_worker_survives_redis_restarts_with_polls_in_flight(
     stack = Stack(
         name="private-redis",
         data_dir=tmp_path / "stack",
-        database_url=database,
-        broker_url=private_redis.url,
+        database_url=postgres_url,
+        broker_url=disposable_redis.url,
         emulator_url=emulator.url,
         extra_env=WORKER_ENV,
     )
@@ -249,15 +147,15 @@ def test_worker_survives_redis_restarts_with_polls_in_flight(
         ids = enqueue_jobs(JOBS)
         wait_until(lambda: progress(stack, ids).get("pending", 0) == 0, 60, "submits", stack)
         for restart in range(1, RESTARTS + 1):
-            wait_until(lambda: _idle_with_polls_held(private_redis, stack), 60,
+            wait_until(lambda: _idle_with_polls_held(disposable_redis, stack), 60,
                        f"polls held by the worker before restart {restart}", stack)
             before = _connections(stack)
-            private_redis.restart(DOWN_FOR, pubsub_first=restart % 2 == 1)
+            disposable_redis.restart(DOWN_FOR, pubsub_first=restart % 2 == 1)
             wait_until(functools.partial(_reconnected_or_exited, stack, before), 60,
                        f"the worker to reconnect after restart {restart}", stack)
             _assert_worker_alive(stack, f"at Redis restart {restart}")
         _check_stored_once(stack, emulator.url, ids)
-        _check_callbacks(stack, private_redis, ids)
+        _check_callbacks(stack, disposable_redis, ids)
         _assert_worker_alive(stack, "after the restarts")
     finally:
         stack.stop()

@@ -61,9 +61,17 @@ def make_stack(
     backend: str,
     emulator_url: str,
     extra_env: dict[str, str] | None = None,
+    *,
+    database_url: str | None = None,
+    broker_url: str | None = None,
 ) -> Stack:
+    """A started stack on ``backend``; ``database_url``/``broker_url`` replace the
+    backend's (a disposable server's, for a test that harms it)."""
     tmp = tmp_path_factory.mktemp(f"stack-{backend}")
-    database_url, broker_url = _backend_urls(request, backend, tmp)
+    if database_url is None or broker_url is None:
+        default_db, default_broker = _backend_urls(request, backend, tmp)
+        database_url = database_url or default_db
+        broker_url = broker_url or default_broker
     stack = Stack(
         name=backend,
         data_dir=tmp,
