@@ -25,6 +25,8 @@ from tests.integration.stack import emulator_call
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SLOW_JOBS = {"FLEXPIPE_POLL_FIRST_DELAY": "50", "FLEXPIPE_POLL_MAX_DELAY": "100"}
+#: Every countdown must stay below half the visibility timeout (config/settings.py).
+SHORT_VISIBILITY = {"FLEXPIPE_VISIBILITY_TIMEOUT": "15", "FLEXPIPE_RETRY_MAX_AFTER": "5"}
 
 
 def _done(stack, ids) -> int:
@@ -37,7 +39,13 @@ def test_worker_sigkill_during_submit_poll_and_store(scenario) -> None:
     # job after its lease with the same Idempotency-Key; a provider that honours the key
     # (here: the emulator's replay mode) then bills it once. One that ignores keys
     # (Doubleword) would see a second create for such a job: see the README.
-    sc = scenario(idempotency_replay=True)
+    # Messages the killed worker had reserved (callbacks among them: flexpipe counts a
+    # callback as sent once published) wait in Redis's ``unacked`` hash until the
+    # visibility timeout, 1 h by default; a short one brings them back within the test.
+    # Only on a disposable Redis: any worker restores *every* queue's unacked messages
+    # older than its own timeout, so on the shared Redis this would redeliver other
+    # stacks' messages.
+    sc = scenario(idempotency_replay=True, redis=True, env=SHORT_VISIBILITY)
     stack = sc.stack
     ids = enqueue_jobs()
     kills = 0
