@@ -137,7 +137,7 @@ def test_worker_survives_redis_restarts_with_polls_in_flight(
         name="private-redis",
         data_dir=tmp_path / "stack",
         database_url=postgres_url,
-        broker_url=disposable_redis.url,
+        broker_url=disposable_redis.url(),
         emulator_url=emulator.url,
         extra_env=WORKER_ENV,
     )
