@@ -11,8 +11,9 @@ from typing import Any
 
 from celery import Celery, signals
 
-from flexpipe.config import kombu_redis
+from flexpipe.config import kombu_redis, redis_memory, worker_exit
 from flexpipe.config.settings import Settings, get_settings, on_configure
+from flexpipe.errors import ConfigurationError
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -152,10 +153,22 @@ def _reconfigure() -> None:
 
 @signals.worker_init.connect
 @signals.beat_init.connect
-def _patch_transport(**_: Any) -> None:
+def _patch_transport(sender: Any = None, **_: Any) -> None:
     # A Redis restart must not kill the worker or beat: see config/kombu_redis.py.
-    if not get_settings().embedded_broker:
+    settings = get_settings()
+    if not settings.embedded_broker:
         kombu_redis.install()
+    # A worker that stops on an error exits, whatever its pool does: config/worker_exit.py.
+    worker_exit.install(settings.worker_exit_grace)
+    # A broker that evicts loses messages silently: config/redis_memory.py.
+    celery_app = getattr(sender, "app", None) or app
+    url = str(celery_app.conf.broker_url or "")
+    try:
+        redis_memory.check_policy(url, allow_eviction=settings.redis_allow_eviction)
+    except ConfigurationError as exc:
+        # Celery logs and swallows an Exception raised by a signal handler.
+        raise SystemExit(f"flexpipe: {exc}") from None
+    redis_memory.warn_if_full(url, settings.redis_memory_warn)
 
 
 @signals.after_setup_logger.connect

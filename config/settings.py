@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(0, ge=0)
     limits_redis_url: str | None = None
 
+    # Redis as the broker (config/redis_memory.py, config/worker_exit.py)
+    #: Accept a Redis whose maxmemory-policy evicts keys (it drops queued messages).
+    redis_allow_eviction: bool = False
+    #: Warn (at start-up and every sweep) when Redis uses this fraction of its maxmemory.
+    redis_memory_warn: float = Field(0.8, gt=0, le=1)
+    #: Seconds a worker stopping on an error may wait for its pool before it is killed.
+    worker_exit_grace: float = Field(30.0, gt=0)
+
     # Sweeper (beat). These are about the infrastructure (how late a message may be when
     # queues are backed up), not the provider, so time_scale does not apply to them.
     sweep_interval: float = Field(5.0, gt=0)

@@ -8,6 +8,10 @@ do from the class alone::
     ├── ValidationError              bad request at enqueue time (names the field)
     ├── ConfigurationError           bad settings at start-up
     ├── JobNotFound                  no job with that id
+    ├── DatabaseError                the database refused or could not run a statement
+    │   ├── DatabaseUnavailable      try again later: away, read-only, full, busy, locked
+    │   └── DatabaseRejected         trying again cannot help: the statement is wrong
+    │       └── ConstraintViolated   a unique, foreign key, not-null or check constraint
     └── ProviderError                the provider refused, failed or could not be reached
         ├── RetryableProviderError   try again later (carries ``retry_after``)
         │   ├── RateLimited          429
@@ -56,6 +60,39 @@ class ConfigurationError(FlexpipeError):
 
 class JobNotFound(FlexpipeError):
     """Raised when no job has the given id."""
+
+
+class DatabaseError(FlexpipeError):
+    """Raised when the database refused or could not run a statement.
+
+    ``sqlstate`` is PostgreSQL's five-character SQLSTATE when the driver gave one (None
+    for SQLite and for connections that failed before the server answered).
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_database_error, (self.__class__, self.message, self.sqlstate))
+
+
+def _rebuild_database_error(
+    cls: type[DatabaseError], message: str, sqlstate: str | None
+) -> DatabaseError:
+    return cls(message, sqlstate=sqlstate)
+
+
+class DatabaseUnavailable(DatabaseError):
+    """Raised when the database is away, read-only, full, busy or locked: retry later."""
+
+
+class DatabaseRejected(DatabaseError):
+    """Raised when the database rejects the statement itself (data or schema errors)."""
+
+
+class ConstraintViolated(DatabaseRejected):
+    """Raised when a write breaks a constraint (unique, foreign key, not null, check)."""
 
 
 class ProviderError(FlexpipeError):

@@ -26,6 +26,7 @@ from flexpipe.client import FlexClient, ProviderResponse
 from flexpipe.limits import Limiter, NoLimits
 from flexpipe.models import Job
 from flexpipe.policy import LatencyEstimate, PollPolicy, RetryPolicy
+from flexpipe.spool import Spool
 from flexpipe.states import IN_FLIGHT, JobStatus, from_provider
 from flexpipe.store import Finished, Outcome, Store
 
@@ -106,8 +107,11 @@ class Flow:
         *,
         limiter: Limiter | None = None,
         rng: random.Random | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.store = store
+        #: Where response ids wait for their commit (see :mod:`flexpipe.spool`).
+        self.spool = spool or Spool(None)
         self.client = client
         self.limiter: Limiter = limiter or NoLimits()
         self.settings = settings or FlowSettings()
@@ -128,7 +132,16 @@ class Flow:
             if existing is None:
                 log.warning("submit: unknown job %s, ignoring", job_id)
                 return Next("stop", reason="unknown job")
+            if existing.status is JobStatus.PENDING:
+                # Leased by an earlier run of this submit that got a response id but could
+                # not commit it (the database was away): record it now, don't wait.
+                spooled = self.spool.find(existing.id, existing.attempt)
+                if spooled is not None:
+                    return self._recover(existing, spooled)
             return Next("stop", reason=f"job is {existing.status.value}, not pending")
+        spooled = self.spool.find(job.id, job.attempt)
+        if spooled is not None:
+            return self._recover(job, spooled)
         if _past(job.deadline_at, self.store.now()):
             return self.expire(job.id)  # expired, or escalated if the job asked for it
         wait = self.limiter.acquire(job.id, job.request.model)
@@ -147,6 +160,7 @@ class Flow:
         except errors.ProviderError as exc:
             return self._finish_failed(job, JobStatus.FAILED, exc.code, exc.message)
 
+        self._keep(job, response.id)
         status = from_provider(response.status, truncated=response.truncated)
         if status.terminal:
             self.store.record_submitted(
@@ -158,6 +172,7 @@ class Flow:
                 next_poll_in=0,
                 parked=False,
             )
+            self.spool.recorded(job.id, job.attempt)
             return self._store(job, response)
         delay = self._poll_delay(job, polls_done=0, elapsed=0.0)
         parked = delay > self.settings.park_after
@@ -170,9 +185,50 @@ class Flow:
             next_poll_in=delay,
             parked=parked,
         )
+        self.spool.recorded(job.id, job.attempt)
         if seq is None:
             return Next("stop", reason="job changed while submitting")
         return Next("poll", delay=delay, seq=seq, parked=parked)
+
+    def _keep(self, job: Job, response_id: str) -> None:
+        """Put the response id where it outlives this process before committing it."""
+        try:
+            self.spool.add(job.id, job.attempt, response_id)
+        except OSError:
+            log.exception("job %s: response id %s not spooled", job.id, response_id)
+
+    def _recover(self, job: Job, response_id: str) -> Next:
+        """Record a response id the provider gave an earlier run of this submit, and poll
+        it now: the job is at the provider already, so it is never created again."""
+        log.warning(
+            "job %s: recording response %s kept from an earlier submit (the database was "
+            "away when the provider answered)", job.id, response_id,
+        )
+        seq = self.store.record_submitted(
+            job.id,
+            attempt=job.attempt,
+            response_id=response_id,
+            status=JobStatus.SUBMITTED,
+            tier=job.request.service_tier,
+            next_poll_in=0,
+            parked=False,
+        )
+        self.spool.recorded(job.id, job.attempt)
+        if seq is None:
+            return Next("stop", reason="job changed while submitting")
+        return Next("poll", delay=0.0, seq=seq, reason="recovered response id")
+
+    def recover_spooled(self) -> list[tuple[str, Next]]:
+        """Record every spooled response id whose job is still pending on that attempt
+        (a worker calls this when it starts); ``(job_id, next step)`` for each."""
+        steps: list[tuple[str, Next]] = []
+        for job_id, attempt, response_id in self.spool.pending():
+            job = self.store.get_job(job_id)
+            if job is None or job.status is not JobStatus.PENDING or job.attempt != attempt:
+                self.spool.recorded(job_id, attempt)
+                continue
+            steps.append((job_id, self._recover(job, response_id)))
+        return steps
 
     # -- poll ------------------------------------------------------------------------------
 

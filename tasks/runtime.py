@@ -13,6 +13,7 @@ from flexpipe.client import FlexClient
 from flexpipe.config.settings import Settings, get_settings, on_configure
 from flexpipe.flow import Flow
 from flexpipe.limits import Limiter, NoLimits, RedisLimiter
+from flexpipe.spool import Spool
 from flexpipe.store import Store
 
 
@@ -62,7 +63,8 @@ def _build(settings: Settings) -> Runtime:
             lease_s=max(settings.deadline_flex, settings.deadline_priority) * settings.time_scale,
             prefix=f"flexpipe:limits:{settings.queue}",
         )
-    flow = Flow(store, client, settings.flow_settings(), limiter=limiter)
+    spool = Spool.in_dir(settings.data_dir)
+    flow = Flow(store, client, settings.flow_settings(), limiter=limiter, spool=spool)
     return Runtime(settings, store, client, flow)
 
 

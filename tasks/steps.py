@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from celery import Task
+from celery import Task, signals
 
 from flexpipe.config.celery import app
 from flexpipe.flow import Next, callback_id
@@ -180,3 +180,25 @@ def _send(callback: dict[str, Any], first_arg: str, task_id: str) -> None:
     if not (signature.options or {}).get("queue"):
         signature.set(queue=runtime().settings.callback_queue)
     signature.apply_async(args=(first_arg,), task_id=task_id)
+
+
+@signals.worker_ready.connect
+def recover_spooled(**_: Any) -> None:
+    """At worker start, record the response ids a process on this data dir kept but
+    could not commit (see :mod:`flexpipe.spool`), and send their polls."""
+    from flexpipe.config.settings import get_settings
+    from flexpipe.spool import Spool
+
+    if not Spool.in_dir(get_settings().data_dir).pending():
+        return
+    try:
+        rt = runtime()
+        for job_id, step in rt.flow.recover_spooled():
+            follow(job_id, step)
+    except Exception:  # the database may still be away: the next submit finds them
+        log.exception("spooled response ids not recovered at start-up")
+    finally:
+        # Made in the main process: the pool's children build their own after the fork.
+        from flexpipe.tasks import runtime as runtime_module
+
+        runtime_module.reset()

@@ -11,6 +11,7 @@ import logging
 from collections import defaultdict
 from typing import Any
 
+from flexpipe.config import redis_memory
 from flexpipe.config.celery import app
 from flexpipe.tasks.runtime import runtime
 from flexpipe.tasks.steps import ACKS, follow, poll_many, send_bulk_callback, send_callback, submit
@@ -70,6 +71,9 @@ def sweep() -> dict[str, int]:
     ):
         send_bulk_callback(bulk_id, callback)
         counts["bulk_callbacks"] += 1
+
+    if settings.broker_url.startswith(redis_memory.REDIS_SCHEMES):
+        redis_memory.warn_if_full(settings.broker_url, settings.redis_memory_warn)
 
     if any(counts.values()):
         log.info("sweep: %s", counts)

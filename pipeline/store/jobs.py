@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from flexpipe.errors import JobNotFound
+from flexpipe.errors import ConstraintViolated, JobNotFound
 from flexpipe.models import Job, Usage
 from flexpipe.schema import attempts, bulks, jobs, results
 from flexpipe.states import JobStatus
@@ -52,7 +52,7 @@ class JobWrites(Database):
     def add_job(self, job: NewJob) -> tuple[str, bool]:
         try:
             return self.add_jobs([job])[0]
-        except sa.exc.IntegrityError:
+        except ConstraintViolated:
             # Two enqueues with the same key raced; the other one won.
             if not job.idempotency_key:
                 raise

@@ -1,6 +1,12 @@
 """The sweeper's queries: claims of due polls, submits and callbacks, and overdue jobs.
 
-On PostgreSQL every claim skips rows another sweeper holds (``FOR UPDATE SKIP LOCKED``).
+Two sweepers (two beats, a beat restarted while its last sweep still runs) never take the
+same row in the same period. Every claim is a guarded ``UPDATE ... RETURNING`` that
+repeats the "still due" condition, so of two claims that read the same rows only the
+first to write gets them, and the other gets back what it actually changed: nothing.
+On PostgreSQL the read also skips rows another sweeper holds (``FOR UPDATE SKIP
+LOCKED``), so the second sweeper takes other due rows instead of waiting; on SQLite the
+single writer orders the updates and each re-reads the guard at its write.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from flexpipe.schema import bulks, jobs
 from flexpipe.states import JobStatus
 from flexpipe.store.engine import Database
 from flexpipe.store.rows import aware, to_job
+from flexpipe.store.statements import IN_FLIGHT_STATUS as IN_FLIGHT
 from flexpipe.store.statements import IN_FLIGHT_VALUES, LIVE
 
 
@@ -40,12 +47,21 @@ class Sweeps(Database):
             rows = conn.execute(query).all()
             if not rows:
                 return []
-            conn.execute(
+            taken = claimed(
+                conn,
                 jobs.update()
-                .where(jobs.c.id.in_([r.id for r in rows]))
-                .values(parked=False, dispatched_at=now, updated_at=now)
+                .where(
+                    jobs.c.id.in_([r.id for r in rows]),
+                    jobs.c.status == JobStatus.PENDING.value,
+                    jobs.c.parked.is_(True),
+                )
+                .values(parked=False, dispatched_at=now, updated_at=now),
             )
-        return [(r.id, max(0.0, (aware(r.next_poll_at) - now).total_seconds())) for r in rows]
+        return [
+            (r.id, max(0.0, (aware(r.next_poll_at) - now).total_seconds()))
+            for r in rows
+            if r.id in taken
+        ]
 
     def take_due_bulk_callbacks(
         self, *, overdue_after: float, limit: int
@@ -58,15 +74,20 @@ class Sweeps(Database):
             .where(bulks.c.on_complete_due_at <= before)
             .limit(limit)
         )
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True)
         with self.engine.begin() as conn:
             rows = [(row.id, row.on_complete) for row in conn.execute(query)]
-            if rows:
-                conn.execute(
-                    bulks.update()
-                    .where(bulks.c.id.in_([r[0] for r in rows]))
-                    .values(on_complete_due_at=now)
-                )
-        return rows
+            if not rows:
+                return []
+            taken = claimed(
+                conn,
+                bulks.update()
+                .where(bulks.c.id.in_([r[0] for r in rows]), bulks.c.on_complete_due_at <= before)
+                .values(on_complete_due_at=now),
+                bulks.c.id,
+            )
+        return [r for r in rows if r[0] in taken]
 
     def take_due_polls(
         self, *, overdue_after: float, horizon: float = 0.0, limit: int
@@ -104,16 +125,21 @@ class Sweeps(Database):
                 return []
             parked = [r.id for r in rows if r.parked]
             lost = [r.id for r in rows if not r.parked]
+            taken: set[str] = set()
             if parked:
                 # Sent now with a countdown; the chain is live from here on.
-                conn.execute(
-                    jobs.update().where(jobs.c.id.in_(parked)).values(parked=False, updated_at=now)
+                taken |= claimed(
+                    conn,
+                    jobs.update()
+                    .where(jobs.c.id.in_(parked), jobs.c.parked.is_(True), IN_FLIGHT)
+                    .values(parked=False, updated_at=now),
                 )
             if lost:
-                conn.execute(
+                taken |= claimed(
+                    conn,
                     jobs.update()
-                    .where(jobs.c.id.in_(lost))
-                    .values(next_poll_at=now, updated_at=now)
+                    .where(jobs.c.id.in_(lost), jobs.c.next_poll_at <= lost_before, IN_FLIGHT)
+                    .values(next_poll_at=now, updated_at=now),
                 )
         return [
             (
@@ -122,6 +148,7 @@ class Sweeps(Database):
                 max(0.0, (aware(r.next_poll_at) - now).total_seconds()) if r.parked else 0.0,
             )
             for r in rows
+            if r.id in taken
         ]
 
     def take_stale_pending(self, *, stale_after: float, limit: int) -> list[str]:
@@ -143,9 +170,21 @@ class Sweeps(Database):
             query = query.with_for_update(skip_locked=True)
         with self.engine.begin() as conn:
             ids = [row.id for row in conn.execute(query)]
-            if ids:
-                conn.execute(jobs.update().where(jobs.c.id.in_(ids)).values(dispatched_at=now))
-        return ids
+            if not ids:
+                return []
+            taken = claimed(
+                conn,
+                jobs.update()
+                .where(
+                    jobs.c.id.in_(ids),
+                    jobs.c.status == JobStatus.PENDING.value,
+                    jobs.c.parked.is_(False),
+                    jobs.c.dispatched_at <= before,
+                    sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+                )
+                .values(dispatched_at=now),
+            )
+        return [job_id for job_id in ids if job_id in taken]
 
     def past_deadline(self, *, limit: int) -> list[Job]:
         now = self.now()
@@ -171,12 +210,23 @@ class Sweeps(Database):
             .order_by(jobs.c.callback_due_at)
             .limit(limit)
         )
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True)
         with self.engine.begin() as conn:
             rows = [(row.id, row.callback, row.attempt) for row in conn.execute(query)]
-            if rows:
-                conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id.in_([r[0] for r in rows]))
-                    .values(callback_due_at=now)
-                )
-        return rows
+            if not rows:
+                return []
+            taken = claimed(
+                conn,
+                jobs.update()
+                .where(jobs.c.id.in_([r[0] for r in rows]), jobs.c.callback_due_at <= before)
+                .values(callback_due_at=now),
+            )
+        return [r for r in rows if r[0] in taken]
+
+
+def claimed(
+    conn: sa.Connection, update: sa.Update, key: sa.ColumnElement[str] = jobs.c.id
+) -> set[str]:
+    """Run a guarded claim and return the ids it changed (only those are this sweeper's)."""
+    return {row[0] for row in conn.execute(update.returning(key))}

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from celery import Task
 
 from flexpipe.config.celery import app
+from flexpipe.store import TRANSIENT_DB_ERRORS
 from flexpipe.tasks.runtime import runtime
 
 calls = sa.Table(
@@ -29,7 +30,7 @@ calls = sa.Table(
     name="tests.record_callback",
     bind=True,
     # Like any app's callback, retry while the database is away (the fault suite kills it).
-    autoretry_for=(sa.exc.OperationalError,),
+    autoretry_for=(sa.exc.OperationalError, *TRANSIENT_DB_ERRORS),
     retry_backoff=0.2,
     retry_backoff_max=2,
     max_retries=30,

@@ -135,6 +135,9 @@ def test_retry_after_headers() -> None:
         errors.RateLimited("slow down", status_code=429, retry_after=2.5),
         errors.ResponseGone("gone", status_code=410),
         errors.RequestRejected("bad", status_code=400, code="custom"),
+        errors.DatabaseUnavailable("read-only", sqlstate="25006"),
+        errors.ConstraintViolated("duplicate key", sqlstate="23505"),
+        errors.DatabaseRejected("no such table"),
     ],
 )
 def test_errors_pickle(error: errors.FlexpipeError) -> None:
