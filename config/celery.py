@@ -176,8 +176,4 @@ def _patch_transport(sender: Any = None, **_: Any) -> None:
 def _redact_secrets(logger: Any = None, **_: Any) -> None:
     from flexpipe.config import logs
 
-    settings = get_settings()
-    secrets = [settings.api_key.get_secret_value()]
-    if settings.flower_password is not None:
-        secrets.append(settings.flower_password.get_secret_value())
-    logs.install(secrets, logger)
+    logs.install(get_settings().secrets, logger)

@@ -1,4 +1,5 @@
-"""Logging guard: the API key never reaches a log line, whatever logs it.
+"""Logging guard: the API key (and every other secret setting: the Flower password, the
+webhook secret) never reaches a log line, whatever logs it.
 
 :class:`RedactSecrets` is attached to every handler of the root logger when a worker,
 beat or the CLI sets up logging, and replaces the configured secrets and any

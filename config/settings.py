@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flexpipe.errors import ConfigurationError
@@ -72,6 +79,32 @@ class Settings(BaseSettings):
     #: How often each worker process re-reads learned latencies from SQL (real seconds).
     estimate_refresh: float = Field(30.0, gt=0)
     park_after: float = Field(30.0, gt=0)
+
+    # Webhooks: the provider at api_base_url POSTs a signed event when a response ends, the
+    # receiver (flexpipe.tasks.webhooks) sends that job's poll, and the poll schedule
+    # stretches to a safety net. OpenAI sends response.* webhooks; Doubleword does not.
+    webhooks: bool = False
+    #: The endpoint's ``whsec_...`` secret; ``OPENAI_WEBHOOK_SECRET`` (the SDK's) also works.
+    webhook_secret: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "webhook_secret", "FLEXPIPE_WEBHOOK_SECRET", "OPENAI_WEBHOOK_SECRET"
+        ),
+    )
+    #: Replay window of a delivery's timestamp, both ways (seconds; the SDK's default).
+    webhook_tolerance: int = Field(300, gt=0)
+    #: With webhooks: the one safety-net poll at this quantile of the learned latency...
+    poll_webhook_quantile: float = Field(0.99, gt=0, lt=1)
+    #: ... or after this many seconds without an estimate; then each wait this ratio of
+    #: the time waited, up to the maximum (seconds, multiplied by time_scale).
+    poll_webhook_first_delay: float = Field(300.0, gt=0)
+    poll_webhook_ratio: float = Field(2.0, gt=1)
+    poll_webhook_max_delay: float = Field(1800.0, gt=0)
+    #: How long an event about a response id no job holds yet is matched by the sweeper
+    #: (the provider finished before the submit's commit), in real seconds.
+    webhook_match_window: float = Field(600.0, gt=0)
+    #: How long delivered webhook ids are kept for dedupe (OpenAI redelivers up to 72 h).
+    webhook_retention: float = Field(4 * 86400.0, gt=0)
 
     # Retries of transient provider errors
     retry_base_delay: float = Field(1.0, gt=0)
@@ -159,6 +192,12 @@ class Settings(BaseSettings):
                     f"half of FLEXPIPE_VISIBILITY_TIMEOUT ({self.visibility_timeout:g}s), or "
                     "Redis redelivers the waiting task again and again"
                 )
+        host = urlsplit(self.api_base_url).hostname or ""
+        if self.webhooks and (host == "doubleword.ai" or host.endswith(".doubleword.ai")):
+            raise ValueError(
+                "FLEXPIPE_WEBHOOKS is on but Doubleword sends no response webhooks (only "
+                "batch events): its jobs would wait for the slow safety-net polls"
+            )
         if self.poll_min_delay > self.poll_max_delay:
             raise ValueError("FLEXPIPE_POLL_MIN_DELAY must not exceed FLEXPIPE_POLL_MAX_DELAY")
         if self.classify_schedule and not self.classify_job:
@@ -208,6 +247,12 @@ class Settings(BaseSettings):
         )
 
     @property
+    def secrets(self) -> list[str]:
+        """Every secret value set, for the log redaction (config/logs.py)."""
+        values = [self.api_key, self.flower_password, self.webhook_secret]
+        return [v.get_secret_value() for v in values if v is not None]
+
+    @property
     def embedded_broker(self) -> bool:
         return self.broker_url.startswith("filesystem://")
 
@@ -227,6 +272,11 @@ class Settings(BaseSettings):
                 first_quantile=self.poll_first_quantile,
                 min_samples=self.poll_min_samples,
                 time_scale=scale,
+                webhooks=self.webhooks,
+                webhook_quantile=self.poll_webhook_quantile,
+                webhook_first_delay=self.poll_webhook_first_delay,
+                webhook_ratio=self.poll_webhook_ratio,
+                webhook_max_delay=self.poll_webhook_max_delay,
             ),
             retry=RetryPolicy(
                 base_delay=self.retry_base_delay,
@@ -244,6 +294,7 @@ class Settings(BaseSettings):
             escalate_deadline=self.deadline_priority * scale,
             learn_latency=self.learn_latency,
             estimate_refresh=self.estimate_refresh,
+            webhooks=self.webhooks,
         )
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 # import this module but never call the provider, and the SDK costs ~47 MB of RSS each.
 
 from flexpipe import errors
-from flexpipe.models import JOB_ID_METADATA_KEY, JobRequest, Usage
+from flexpipe.models import JOB_ID_METADATA_KEY, JobRequest, Usage, WebhookEvent
 
 _TERMINAL = frozenset({"completed", "failed", "cancelled", "incomplete"})
 
@@ -282,3 +282,128 @@ def retry_after_seconds(headers: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, parsed.timestamp() - time.time())
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+#: The ``response.*`` event types a flex job ends with (the ones a receiver acts on).
+RESPONSE_EVENT_TYPES = (
+    "response.completed",
+    "response.failed",
+    "response.cancelled",
+    "response.incomplete",
+)
+
+
+class WebhookVerifier:
+    """Verifies webhook deliveries with the ``openai`` SDK's own ``verify_signature``
+    (Standard Webhooks: ``webhook-id``, ``webhook-timestamp``, ``webhook-signature``).
+
+    ``secret`` is the endpoint's ``whsec_...`` secret; None lets the SDK read
+    ``OPENAI_WEBHOOK_SECRET``. ``tolerance`` is the replay window in seconds, both ways.
+    """
+
+    def __init__(self, secret: str | None, *, tolerance: int = 300) -> None:
+        import openai
+
+        # Never sends a request: only its webhook helpers are used.
+        self._sdk = openai.OpenAI(
+            api_key="unused-by-webhooks", base_url="http://127.0.0.1:9/v1", webhook_secret=secret
+        )
+        if not self._sdk.webhook_secret:
+            raise errors.ConfigurationError(
+                "bad setting: webhooks need a secret: set FLEXPIPE_WEBHOOK_SECRET (or "
+                "OPENAI_WEBHOOK_SECRET) to the endpoint's whsec_... secret"
+            )
+        self._tolerance = tolerance
+
+    def verify(self, body: bytes, headers: Any) -> WebhookEvent:
+        """The event in ``body``, if its signature and timestamp verify; else raises
+        :class:`~flexpipe.errors.InvalidWebhook` (nothing about the event is trusted)."""
+        import openai
+
+        try:
+            self._sdk.webhooks.verify_signature(body, headers, tolerance=self._tolerance)
+        except openai.InvalidWebhookSignatureError as exc:
+            raise errors.InvalidWebhook(f"webhook refused: {exc}") from None
+        except ValueError as exc:  # a missing header
+            raise errors.InvalidWebhook(f"webhook refused: {exc}") from None
+        try:
+            data = json.loads(body)
+            webhook_id = str(_header(headers, "webhook-id"))
+            inner = data.get("data") or {}
+            return WebhookEvent(
+                webhook_id=webhook_id,
+                event_id=str(data.get("id") or ""),
+                type=str(data["type"]),
+                object_id=str(inner["id"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise errors.InvalidWebhook(f"webhook refused: not an event ({exc})") from None
+
+
+def _header(headers: Any, name: str) -> str:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return str(value)
+    raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """A webhook endpoint registered with the provider; ``secret`` only when just created."""
+
+    id: str
+    url: str
+    event_types: tuple[str, ...]
+    secret: str | None = None
+
+
+def register_webhook_endpoint(
+    base_url: str,
+    api_key: str,
+    url: str,
+    *,
+    name: str = "flexpipe",
+    event_types: tuple[str, ...] = RESPONSE_EVENT_TYPES,
+) -> WebhookEndpoint:
+    """Register ``url`` for ``event_types`` (``client.webhooks.create``); the endpoint's
+    secret comes back once, in the result."""
+    import openai
+
+    sdk = openai.OpenAI(base_url=base_url, api_key=api_key)
+    try:
+        made = sdk.webhooks.create(event_types=list(event_types), name=name, url=url)  # type: ignore[arg-type]
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, reading=False) from exc
+    finally:
+        sdk.close()
+    return WebhookEndpoint(made.id, made.url, tuple(made.event_types), made.signing_secret)
+
+
+def list_webhook_endpoints(base_url: str, api_key: str) -> list[WebhookEndpoint]:
+    """The provider's webhook endpoints for this project (``client.webhooks.list``)."""
+    import openai
+
+    sdk = openai.OpenAI(base_url=base_url, api_key=api_key)
+    try:
+        return [
+            WebhookEndpoint(e.id, e.url, tuple(e.event_types)) for e in sdk.webhooks.list()
+        ]
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, reading=True) from exc
+    finally:
+        sdk.close()
+
+
+def delete_webhook_endpoint(base_url: str, api_key: str, endpoint_id: str) -> None:
+    """Remove a webhook endpoint (``client.webhooks.delete``)."""
+    import openai
+
+    sdk = openai.OpenAI(base_url=base_url, api_key=api_key)
+    try:
+        sdk.webhooks.delete(endpoint_id)
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, reading=False) from exc
+    finally:
+        sdk.close()

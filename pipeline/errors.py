@@ -12,6 +12,7 @@ do from the class alone::
     │   ├── DatabaseUnavailable      try again later: away, read-only, full, busy, locked
     │   └── DatabaseRejected         trying again cannot help: the statement is wrong
     │       └── ConstraintViolated   a unique, foreign key, not-null or check constraint
+    ├── InvalidWebhook               a webhook whose signature or timestamp does not verify
     └── ProviderError                the provider refused, failed or could not be reached
         ├── RetryableProviderError   try again later (carries ``retry_after``)
         │   ├── RateLimited          429
@@ -93,6 +94,10 @@ class DatabaseRejected(DatabaseError):
 
 class ConstraintViolated(DatabaseRejected):
     """Raised when a write breaks a constraint (unique, foreign key, not null, check)."""
+
+
+class InvalidWebhook(FlexpipeError):
+    """Raised when a webhook's signature, timestamp or body does not verify."""
 
 
 class ProviderError(FlexpipeError):

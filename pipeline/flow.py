@@ -94,6 +94,9 @@ class FlowSettings:
     estimate_refresh: float = 30.0
     #: Set False to poll on the fixed schedule only.
     learn_latency: bool = True
+    #: The provider sends webhooks when responses end (the receiver sends their polls):
+    #: a submit then looks for an event that arrived before it recorded the response id.
+    webhooks: bool = False
 
 
 class Flow:
@@ -188,6 +191,11 @@ class Flow:
         self.spool.recorded(job.id, job.attempt)
         if seq is None:
             return Next("stop", reason="job changed while submitting")
+        if self.settings.webhooks:
+            # The provider may have finished, and its webhook come, before our commit.
+            early = self.store.claim_early_webhook(job.id, response.id)
+            if early is not None:
+                return Next("poll", delay=0.0, seq=early, reason="webhook came first")
         return Next("poll", delay=delay, seq=seq, parked=parked)
 
     def _keep(self, job: Job, response_id: str) -> None:

@@ -402,3 +402,14 @@ class Bulk:
     @property
     def finished(self) -> bool:
         return self.finished_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """One verified webhook delivery: its ``webhook-id`` (the same on every redelivery),
+    the event's id and type, and the id it is about (``data.id``, a response id)."""
+
+    webhook_id: str
+    event_id: str
+    type: str
+    object_id: str

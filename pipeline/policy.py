@@ -3,7 +3,9 @@
 :class:`PollPolicy` spaces the polls of one job; with a :class:`LatencyEstimate` learned
 from finished jobs of the same model and tier it polls where completions are likely,
 geometrically (each wait a fixed share of the time already waited), so the detection
-delay stays a small share of the job's latency with few polls. :class:`RetryPolicy` is
+delay stays a small share of the job's latency with few polls. With ``webhooks`` on (the
+provider says when a response ends) polling is only the safety net for a lost webhook:
+one poll at a high quantile of the learned latency, then a slow backoff. :class:`RetryPolicy` is
 capped exponential backoff that honours ``Retry-After``. Every number is a setting.
 """
 
@@ -88,6 +90,12 @@ class PollPolicy:
     estimate from at least ``min_samples`` jobs: the first poll at the ``first_quantile``
     of the learned latency, then polls at ``ratio`` times the elapsed time, so a result is
     seen at most ``ratio - 1`` of its latency late (about half that on the median).
+
+    With ``webhooks`` (the provider sends one when a response ends, and that webhook sends
+    the poll), these polls only catch a webhook that was lost: the first at the
+    ``webhook_quantile`` of the learned latency (``webhook_first_delay`` without an
+    estimate), then each at ``webhook_ratio`` times the elapsed time, capped at
+    ``webhook_max_delay``. A lost webhook costs delay, never the job.
     """
 
     first_delay: float = 10.0
@@ -99,6 +107,11 @@ class PollPolicy:
     first_quantile: float = 0.15
     min_samples: int = 20
     time_scale: float = 1.0
+    webhooks: bool = False
+    webhook_quantile: float = 0.99
+    webhook_first_delay: float = 300.0
+    webhook_ratio: float = 2.0
+    webhook_max_delay: float = 1800.0
 
     def next_delay(
         self,
@@ -111,6 +124,8 @@ class PollPolicy:
         """Seconds to wait before the next poll of a job submitted ``elapsed`` s ago."""
         rng = rng or _RANDOM
         scale = self.time_scale
+        if self.webhooks:
+            return self._safety_net_delay(polls_done, elapsed, estimate, rng)
         if estimate is not None and estimate.samples >= self.min_samples:
             first = estimate.quantile(self.first_quantile)
             # Timestamps come from the database: a little spread is noise, not a signal.
@@ -121,6 +136,24 @@ class PollPolicy:
         base = self.first_delay * self.multiplier ** min(polls_done, 64)
         delay = min(base * scale, self.max_delay * scale)
         return delay * (1 + rng.uniform(0, self.jitter))
+
+    def _safety_net_delay(
+        self,
+        polls_done: int,
+        elapsed: float,
+        estimate: LatencyEstimate | None,
+        rng: random.Random,
+    ) -> float:
+        scale = self.time_scale
+        if estimate is not None and estimate.samples >= self.min_samples:
+            first = estimate.quantile(self.webhook_quantile)
+            target = first if elapsed < first else elapsed * self.webhook_ratio
+            delay = target - elapsed
+        else:
+            growth = self.webhook_ratio ** min(polls_done, 64)
+            delay = self.webhook_first_delay * growth * scale
+        delay *= 1 + rng.uniform(0, self.jitter)
+        return min(max(delay, self.min_delay * scale), self.webhook_max_delay * scale)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,10 @@
 ``flexpipe_results`` holds what the provider returned, one row per finished job;
 ``flexpipe_attempts`` keeps one row per provider request, so redrives keep history;
 ``flexpipe_bulks`` counts the finished jobs of a bulk job, in the same transaction that
-finishes each one, so its completion callback fires exactly once.
+finishes each one, so its completion callback fires exactly once;
+``flexpipe_webhook_events`` remembers each webhook delivery by its ``webhook-id`` (a
+provider delivers again until it gets a 2xx), and holds an event that came before its
+job's response id was recorded until the job is found.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ jobs = Table(
     Index("ix_flexpipe_jobs_callback_due_at", "callback_due_at"),
     #: The latency fit reads the jobs of one model and tier submitted last.
     Index("ix_flexpipe_jobs_model_tier_submitted_at", "model", "requested_tier", "submitted_at"),
+    #: A webhook names the provider's response id, not ours.
+    Index("ix_flexpipe_jobs_response_id", "response_id"),
 )
 
 results = Table(
@@ -138,4 +143,22 @@ bulks = Table(
     Column("on_complete_due_at", UtcDateTime),
     Column("on_complete_sent_at", UtcDateTime),
     Index("ix_flexpipe_bulks_on_complete_due_at", "on_complete_due_at"),
+)
+
+webhook_events = Table(
+    "flexpipe_webhook_events",
+    metadata,
+    #: The ``webhook-id`` header: the same on every delivery of one event.
+    Column("id", String(255), primary_key=True),
+    Column("event_id", String(255)),
+    Column("type", String(64), nullable=False),
+    #: The id the event is about (``data.id``: a response id).
+    Column("object_id", String(128), nullable=False),
+    #: The job the event was matched to; None while no job has that response id yet.
+    Column("job_id", String(32)),
+    Column("received_at", UtcDateTime, nullable=False),
+    #: When the event's job was sent its poll (or found needing none); None: not yet.
+    Column("handled_at", UtcDateTime),
+    Index("ix_flexpipe_webhook_events_object_id", "object_id"),
+    Index("ix_flexpipe_webhook_events_handled_at_received_at", "handled_at", "received_at"),
 )

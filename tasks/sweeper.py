@@ -2,7 +2,9 @@
 
 Each run sends polls that are due from SQL (parked waits, chains lost to a Redis restart
 or a killed worker), re-sends submits that never ran, expires jobs past their deadline,
-and re-sends callbacks that were due but not sent.
+and re-sends callbacks that were due but not sent. With webhooks on, it also hands events
+that came before their job's response id was recorded to that job (a poll now), and now
+and then forgets deliveries older than the dedupe window.
 """
 
 from __future__ import annotations
@@ -21,16 +23,30 @@ BATCH = 2000
 #: Due polls within this many seconds of each other share a message, up to GROUP_SIZE.
 GROUP_WINDOW = 0.25
 GROUP_SIZE = 25
+#: Old webhook ids are pruned once every this many sweeps.
+PRUNE_EVERY = 100
+_sweeps = 0
 
 
 @app.task(name="flexpipe.sweep", **ACKS)
 def sweep() -> dict[str, int]:
     """One sweep; returns counts of what it did."""
+    global _sweeps
     rt = runtime()
     settings, store, flow = rt.settings, rt.store, rt.flow
     counts = dict.fromkeys(
-        ["polls", "submits", "expired", "escalated", "callbacks", "bulk_callbacks"], 0
+        ["polls", "submits", "expired", "escalated", "callbacks", "bulk_callbacks", "webhooks"],
+        0,
     )
+
+    if settings.webhooks:
+        matched = store.match_webhooks(window=settings.webhook_match_window, limit=BATCH)
+        for start in range(0, len(matched), GROUP_SIZE):
+            poll_many.apply_async(([[j, s] for j, s in matched[start : start + GROUP_SIZE]],))
+        counts["webhooks"] = len(matched)
+        _sweeps += 1
+        if _sweeps % PRUNE_EVERY == 0:
+            store.prune_webhooks(older_than=settings.webhook_retention)
 
     due = store.take_due_polls(
         overdue_after=settings.poll_overdue_after, horizon=settings.sweep_interval, limit=BATCH

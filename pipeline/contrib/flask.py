@@ -8,6 +8,9 @@ Callbacks run in an app context when the worker is given the app: make the Celer
 Flask's Celery guide does (``celery_init_app``) with :meth:`FlexPipe.task_class` as its
 ``task_cls``, and call :func:`flexpipe.tasks.register` on it; one worker of that app then
 runs flexpipe's tasks and your callbacks, each inside ``app.app_context()``.
+
+The webhook receiver is a blueprint: ``app.register_blueprint(webhook_blueprint(),
+url_prefix="/flexpipe/webhooks")``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from celery import Task
-    from flask import Flask
+    from flask import Blueprint, Flask
 
 PREFIX = "FLEXPIPE_"
 
@@ -65,10 +68,28 @@ def settings_of(config: Any) -> dict[str, Any]:
     }
 
 
+def webhook_blueprint(name: str = "flexpipe_webhooks") -> Blueprint:
+    """A blueprint with the webhook receiver at its root (``POST /``): register it at the
+    URL registered with the provider."""
+    from flask import Blueprint, request
+
+    blueprint = Blueprint(name, __name__)
+
+    @blueprint.post("/")
+    def receive() -> tuple[dict[str, Any], int]:
+        from flexpipe.tasks.webhooks import receiver
+
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        reply = receiver().handle(request.get_data(cache=False), headers)
+        return reply.body, reply.status
+
+    return blueprint
+
+
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     """For Flask-Migrate / Alembic autogenerate of the host's tables: leave flexpipe's
     tables out (``Migrate(app, db, include_name=include_name)``)."""
     return not (type_ == "table" and (name or "").startswith("flexpipe_"))
 
 
-__all__ = ["FlexPipe", "include_name", "settings_of"]
+__all__ = ["FlexPipe", "include_name", "settings_of", "webhook_blueprint"]

@@ -6,7 +6,8 @@ environment variables fill in what it leaves out. flexpipe's tables live in the
 project's database ``FLEXPIPE["DATABASE"]`` (an alias, default ``"default"``) unless
 ``DATABASE_URL`` names one of their own; ``manage.py migrate`` brings them up to date.
 The admin shows jobs, results and bulk jobs; :func:`enqueue_on_commit` enqueues once the
-current transaction commits.
+current transaction commits. The webhook receiver is a view: include
+``flexpipe.contrib.django.urls`` at the URL registered with the provider.
 """
 
 from __future__ import annotations
