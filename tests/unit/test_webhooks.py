@@ -314,3 +314,21 @@ def test_a_receiver_without_a_secret_fails_loudly(monkeypatch) -> None:
     monkeypatch.delenv("OPENAI_WEBHOOK_SECRET", raising=False)
     with pytest.raises(ConfigurationError, match="FLEXPIPE_WEBHOOK_SECRET"):
         WebhookVerifier(None)
+
+
+def test_the_flask_blueprint_answers_like_the_receiver(store, receive, monkeypatch) -> None:
+    from flask import Flask
+
+    from flexpipe.contrib.flask import webhook_blueprint
+
+    rx, polls = receive
+    monkeypatch.setattr("flexpipe.tasks.webhooks.receiver", lambda: rx)
+    job_id, seq = _submitted(store, ScriptedClient(creates=[QUEUED]))
+    app = Flask("host")
+    app.register_blueprint(webhook_blueprint(), url_prefix="/flexpipe/webhooks")
+    client = app.test_client()
+    body, headers = delivery("resp_1")
+    assert client.post("/flexpipe/webhooks/", data=body, headers=headers).status_code == 200
+    bad = {**headers, "webhook-signature": "v1,AAAA"}
+    assert client.post("/flexpipe/webhooks/", data=body, headers=bad).status_code == 400
+    assert polls.sent == [(job_id, seq + 1)]
