@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from flexpipe.errors import ConstraintViolated
 from flexpipe.models import WebhookEvent
 from flexpipe.schema import jobs, webhook_events
 from flexpipe.store.engine import Database, retrying
@@ -45,7 +46,7 @@ class Webhooks(Database):
         chain of each in-flight job they name, in one transaction."""
         try:
             return self._record_webhooks(events)
-        except sa.exc.IntegrityError:
+        except ConstraintViolated:
             # Another receiver recorded one of these ids meanwhile: it is a duplicate now.
             return self._record_webhooks(events)
 
