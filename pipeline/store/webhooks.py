@@ -171,14 +171,20 @@ def _hand_over(
             sa.select(jobs.c.id, jobs.c.response_id).where(jobs.c.response_id.in_(rest))
         ):
             owners[row.response_id] = row.id  # finished already: nothing to poll
-    for response_id, job_id in owners.items():
+    if owners:
+        # One statement for the whole group: each event gets the job holding its id.
+        owner = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.response_id == webhook_events.c.object_id)
+            .scalar_subquery()
+        )
         conn.execute(
             webhook_events.update()
             .where(
-                webhook_events.c.object_id == response_id,
+                webhook_events.c.object_id.in_(list(owners)),
                 webhook_events.c.handled_at.is_(None),
             )
-            .values(job_id=job_id, handled_at=now)
+            .values(job_id=owner, handled_at=now)
         )
     polls = [(row.id, int(row.poll_seq)) for row in taken]
     return polls, [r for r in wanted if r not in owners]
