@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     poll_overdue_after: float = Field(60.0, gt=0)
     submit_stale_after: float = Field(120.0, gt=0)
     callback_overdue_after: float = Field(30.0, gt=0)
+    #: A callback sent this many seconds ago and never received by a worker that records
+    #: receipts (``flexpipe.tasks.delivery``) is sent again, same task id (0: never).
+    callback_receipt_timeout: float = Field(600.0, ge=0)
 
     # Deadlines per tier (seconds after enqueue; flex: the provider's 1 h window + slack)
     deadline_flex: float = Field(4500.0, gt=0)

@@ -7,7 +7,8 @@
 finishes each one, so its completion callback fires exactly once;
 ``flexpipe_webhook_events`` remembers each webhook delivery by its ``webhook-id`` (a
 provider delivers again until it gets a 2xx), and holds an event that came before its
-job's response id was recorded until the job is found.
+job's response id was recorded until the job is found;
+``flexpipe_receivers`` lists the callback queues whose workers record receipts.
 """
 
 from __future__ import annotations
@@ -74,11 +75,15 @@ jobs = Table(
     #: Set when a terminal job's callback must be sent; cleared once it was.
     Column("callback_due_at", UtcDateTime),
     Column("callback_sent_at", UtcDateTime),
+    #: When a worker that records receipts started the sent callback (``flexpipe.tasks.delivery``).
+    Column("callback_received_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
     Index("ix_flexpipe_jobs_status_next_poll_at", "status", "next_poll_at"),
     Index("ix_flexpipe_jobs_status_created_at", "status", "created_at"),
     Index("ix_flexpipe_jobs_status_deadline_at", "status", "deadline_at"),
     Index("ix_flexpipe_jobs_callback_due_at", "callback_due_at"),
+    #: The sweeper looks for callbacks sent long ago and never received.
+    Index("ix_flexpipe_jobs_callback_received_at", "callback_received_at", "callback_sent_at"),
     #: The latency fit reads the jobs of one model and tier submitted last.
     Index("ix_flexpipe_jobs_model_tier_submitted_at", "model", "requested_tier", "submitted_at"),
     #: A webhook names the provider's response id, not ours.
@@ -142,6 +147,7 @@ bulks = Table(
     Column("finished_at", UtcDateTime),
     Column("on_complete_due_at", UtcDateTime),
     Column("on_complete_sent_at", UtcDateTime),
+    Column("on_complete_received_at", UtcDateTime),
     Index("ix_flexpipe_bulks_on_complete_due_at", "on_complete_due_at"),
 )
 
@@ -161,4 +167,14 @@ webhook_events = Table(
     Column("handled_at", UtcDateTime),
     Index("ix_flexpipe_webhook_events_object_id", "object_id"),
     Index("ix_flexpipe_webhook_events_handled_at_received_at", "handled_at", "received_at"),
+)
+
+#: Queues consumed by a worker that records callback receipts, with when it last said so
+#: (``flexpipe.tasks.delivery``): the sweeper re-sends an unreceived callback only when its
+#: queue has such a worker, since elsewhere no receipt would ever be recorded.
+receivers = Table(
+    "flexpipe_receivers",
+    metadata,
+    Column("queue", String(255), primary_key=True),
+    Column("seen_at", UtcDateTime, nullable=False),
 )

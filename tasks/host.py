@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery, Task, signals
 
 from flexpipe.errors import ConfigurationError
+from flexpipe.tasks import delivery
 
 #: Task options copied from flexpipe's own tasks (their retry-on-database-error policy).
 _COPIED = ("autoretry_for", "retry_backoff", "retry_backoff_max", "retry_jitter", "max_retries")
@@ -30,6 +31,7 @@ def register(celery_app: Celery) -> Celery:
     flexpipe then uses ``celery_app``'s broker unless ``FLEXPIPE_BROKER_URL`` is set (if
     it is, it must be the same broker). Beat of that app also sends flexpipe's sweeper.
     When a worker of ``celery_app`` starts, :func:`check` runs and a failure stops it.
+    Its workers record the callbacks they receive (:mod:`flexpipe.tasks.delivery`).
     Returns ``celery_app``.
     """
     from flexpipe.config import celery as flexpipe_celery
@@ -66,6 +68,7 @@ def register(celery_app: Celery) -> Celery:
             raise SystemExit(f"flexpipe: {exc}") from None
 
     signals.worker_init.connect(on_worker_init, weak=False)
+    delivery.connect(celery_app)  # its workers record the callbacks they receive
     flexpipe_celery.use_host(celery_app)
     return celery_app
 

@@ -15,6 +15,7 @@ from celery import Task, signals
 from flexpipe.config.celery import app
 from flexpipe.flow import Next, callback_id
 from flexpipe.store import TRANSIENT_DB_ERRORS
+from flexpipe.tasks import delivery
 from flexpipe.tasks.runtime import runtime
 
 log = logging.getLogger("flexpipe.tasks")
@@ -175,11 +176,20 @@ def send_bulk_callback(bulk_id: str, callback: dict[str, Any]) -> None:
     runtime().store.on_complete_sent(bulk_id)
 
 
+def callback_queue(callback: dict[str, Any]) -> str:
+    """The queue a callback is sent to: its signature's, else ``FLEXPIPE_CALLBACK_QUEUE``."""
+    queue = (app.signature(callback).options or {}).get("queue")
+    return str(queue or runtime().settings.callback_queue)
+
+
 def _send(callback: dict[str, Any], first_arg: str, task_id: str) -> None:
     signature = app.signature(callback)
-    if not (signature.options or {}).get("queue"):
-        signature.set(queue=runtime().settings.callback_queue)
+    signature.set(queue=callback_queue(callback))
     signature.apply_async(args=(first_arg,), task_id=task_id)
+
+
+#: flexpipe's own workers record the receipt of each callback they run.
+delivery.connect(app)
 
 
 @signals.worker_ready.connect

@@ -15,8 +15,17 @@ from typing import Any
 
 from flexpipe.config import redis_memory
 from flexpipe.config.celery import app
+from flexpipe.tasks import delivery
 from flexpipe.tasks.runtime import runtime
-from flexpipe.tasks.steps import ACKS, follow, poll_many, send_bulk_callback, send_callback, submit
+from flexpipe.tasks.steps import (
+    ACKS,
+    callback_queue,
+    follow,
+    poll_many,
+    send_bulk_callback,
+    send_callback,
+    submit,
+)
 
 log = logging.getLogger("flexpipe.sweeper")
 BATCH = 2000
@@ -35,7 +44,10 @@ def sweep() -> dict[str, int]:
     rt = runtime()
     settings, store, flow = rt.settings, rt.store, rt.flow
     counts = dict.fromkeys(
-        ["polls", "submits", "expired", "escalated", "callbacks", "bulk_callbacks", "webhooks"],
+        [
+            "polls", "submits", "expired", "escalated", "callbacks", "bulk_callbacks",
+            "webhooks", "unreceived",
+        ],
         0,
     )
 
@@ -88,9 +100,42 @@ def sweep() -> dict[str, int]:
         send_bulk_callback(bulk_id, callback)
         counts["bulk_callbacks"] += 1
 
+    counts["unreceived"] = resend_unreceived(settings.callback_receipt_timeout)
+
     if settings.broker_url.startswith(redis_memory.REDIS_SCHEMES):
         redis_memory.warn_if_full(settings.broker_url, settings.redis_memory_warn)
 
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts
+
+
+def resend_unreceived(timeout: float) -> int:
+    """Send again, as the same messages, callbacks sent ``timeout`` s ago that no worker
+    received (lost with the broker's data, or reserved by a worker that was killed).
+    Only callbacks whose queue a receipt-recording worker consumes: elsewhere a receipt
+    would never come. Returns how many were sent."""
+    if not timeout:
+        return 0
+    store = runtime().store
+    live = store.live_receivers(within=max(timeout, delivery.receiver_window(timeout)))
+    if not live:
+        return 0
+
+    def accept(callback: dict[str, Any]) -> bool:
+        return callback_queue(callback) in live
+
+    sent = 0
+    for job_id, callback, attempt in store.take_unreceived_callbacks(
+        timeout=timeout, accept=accept, limit=BATCH
+    ):
+        send_callback(job_id, callback, attempt)
+        sent += 1
+    for bulk_id, callback in store.take_unreceived_bulk_callbacks(
+        timeout=timeout, accept=accept, limit=BATCH
+    ):
+        send_bulk_callback(bulk_id, callback)
+        sent += 1
+    if sent:
+        log.warning("sweep: %d callback(s) sent again: never received by a worker", sent)
+    return sent

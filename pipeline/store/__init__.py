@@ -3,9 +3,9 @@
 :class:`Store` is composed from one part per concern, each a module here: the
 connection (:mod:`.engine`), the prebuilt statements (:mod:`.statements`), job writes
 (:mod:`.jobs`), job reads (:mod:`.reads`), bulk jobs (:mod:`.bulks`), the sweeper's claims
-(:mod:`.sweeps`), webhook events (:mod:`.webhooks`) and the mapping of rows to the core's
-dataclasses (:mod:`.rows`). Every method is one short transaction, and the same code runs
-on SQLite (the default) and PostgreSQL.
+(:mod:`.sweeps`), webhook events (:mod:`.webhooks`), callback receipts (:mod:`.receipts`)
+and the mapping of rows to the core's dataclasses (:mod:`.rows`). Every method is one
+short transaction, and the same code runs on SQLite (the default) and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from flexpipe.store.bulks import Bulks
 from flexpipe.store.engine import TRANSIENT_DB_ERRORS, make_engine, retrying, safe_url
 from flexpipe.store.jobs import JobWrites
 from flexpipe.store.reads import JobReads
+from flexpipe.store.receipts import Receipts
 from flexpipe.store.records import Finished, NewJob, Outcome, new_id
 from flexpipe.store.sweeps import Sweeps
 from flexpipe.store.webhooks import WebhookBatch, Webhooks
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-class Store(JobWrites, JobReads, Bulks, Sweeps, Webhooks):
+class Store(JobWrites, JobReads, Bulks, Sweeps, Webhooks, Receipts):
     """Reads and writes jobs and results; every method is one short transaction."""
 
     @classmethod

@@ -326,6 +326,8 @@ class JobWrites(Database):
                 "error_code": None,
                 "error_message": None,
                 "callback_due_at": None,
+                "callback_sent_at": None,
+                "callback_received_at": None,
                 "updated_at": now,
             }
             if tier is not None:

@@ -31,6 +31,25 @@ def _callbacks(store: Store, now: list[datetime]) -> Claim:
     return lambda s: s.take_due_callbacks(overdue_after=5, limit=10)
 
 
+def _unreceived_callbacks(store: Store, now: list[datetime]) -> Claim:
+    for _ in range(3):
+        job_id, _ = store.add_job(_job(callback={"task": "cb"}))
+        store.finish(job_id, Outcome(status=JobStatus.COMPLETED))
+        store.callback_sent(job_id)
+    now[0] += timedelta(seconds=60)
+    return lambda s: s.take_unreceived_callbacks(timeout=5, accept=lambda _: True, limit=10)
+
+
+def _unreceived_bulk_callbacks(store: Store, now: list[datetime]) -> Claim:
+    for _ in range(2):
+        bulk_id, _ = store.add_bulk([], name=None, on_complete={"task": "done"})
+        store.on_complete_sent(bulk_id)
+    now[0] += timedelta(seconds=60)
+    return lambda s: s.take_unreceived_bulk_callbacks(
+        timeout=5, accept=lambda _: True, limit=10
+    )
+
+
 def _bulk_callbacks(store: Store, now: list[datetime]) -> Claim:
     for _ in range(2):
         store.add_bulk([], name=None, on_complete={"task": "done"})
@@ -75,7 +94,10 @@ def _stale_pending(store: Store, now: list[datetime]) -> Claim:
 
 @pytest.mark.parametrize(
     "setup",
-    [_callbacks, _bulk_callbacks, _parked_polls, _lost_polls, _parked_submits, _stale_pending],
+    [
+        _callbacks, _bulk_callbacks, _parked_polls, _lost_polls, _parked_submits,
+        _stale_pending, _unreceived_callbacks, _unreceived_bulk_callbacks,
+    ],
 )
 def test_a_row_is_claimed_by_one_sweeper(
     tmp_path: Path, setup: Callable[[Store, list[datetime]], Claim]
