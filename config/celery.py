@@ -63,6 +63,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         "task_acks_late": True,
+        # No task may hang a worker: past the soft limit it is retried (the flow counts
+        # that as a failure of the job), past the hard one its process is replaced.
+        "task_soft_time_limit": settings.task_soft_time_limit,
+        "task_time_limit": settings.task_time_limit,
         "task_reject_on_worker_lost": True,
         "task_default_queue": settings.queue,
         "task_routes": {

@@ -2,8 +2,9 @@
 webhook secret) never reaches a log line, whatever logs it.
 
 :class:`RedactSecrets` is attached to every handler of the root logger when a worker,
-beat or the CLI sets up logging, and replaces the configured secrets and any
-``Authorization: Bearer ...`` value with ``***``.
+beat or the CLI sets up logging, and replaces the configured secrets, any
+``Authorization: Bearer ...`` value and the password of any URL (``user:password@`` in a
+broker, database or API URL becomes ``user:***@``) with ``***``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,17 @@ import re
 from collections.abc import Iterable
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}")
+#: ``scheme://user:password@``: the password is whatever lies between the first ``:`` of
+#: the authority and its ``@`` (RFC 3986 userinfo; ``/``, ``@`` and spaces end it).
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*):[^\s/@]+@")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without bearer tokens, URL passwords and the given secrets."""
+    text = _URL_PASSWORD.sub(r"\1:***@", _BEARER.sub(r"\1***", text))
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 class RedactSecrets(logging.Filter):
@@ -24,9 +36,7 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _BEARER.sub(r"\1***", message)
-        for secret in self.secrets:
-            redacted = redacted.replace(secret, "***")
+        redacted = redact(message, self.secrets)
         if redacted != message:
             record.msg, record.args = redacted, None
         if record.exc_text:
@@ -34,10 +44,7 @@ class RedactSecrets(logging.Filter):
         return True
 
     def _clean(self, text: str) -> str:
-        text = _BEARER.sub(r"\1***", text)
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self.secrets)
 
 
 def install(secrets: Iterable[str], logger: logging.Logger | None = None) -> None:

@@ -43,12 +43,22 @@ class Settings(BaseSettings):
     service_tier: Literal["flex", "priority"] = "flex"
     request_timeout: float = Field(60.0, gt=0)
     blocking_timeout: float = Field(600.0, gt=0)
+    connect_timeout: float = Field(10.0, gt=0)
     sdk_max_retries: int = Field(2, ge=0)
     max_input_chars: int = Field(400_000, gt=0)
+    #: The largest ``max_output_tokens`` (in tokens) a request may ask for.
+    max_output_length: int = Field(1_000_000, gt=0)
+    #: How deeply input items, schemas and callback arguments may nest.
+    max_nesting: int = Field(32, ge=2, le=64)
+    #: The furthest deadline a request may set (seconds from enqueue).
+    max_deadline: float = Field(30 * 86_400.0, gt=0)
 
     # Where things live
     data_dir: Path = Path(".flexpipe")
     database_url: str | None = None
+    #: PostgreSQL: seconds to wait for a connection, and the longest any statement may run.
+    db_connect_timeout: float = Field(10.0, gt=0)
+    db_statement_timeout: float = Field(60.0, gt=0)
     broker_url: str = "filesystem://"
 
     # Queues and Celery
@@ -64,6 +74,16 @@ class Settings(BaseSettings):
     imports: str = ""
     #: Queue for callbacks whose signature names none ("celery": any Celery app's default).
     callback_queue: str = "celery"
+    #: Comma-separated fnmatch patterns of callback task names accepted beyond the tasks
+    #: registered in this process (e.g. ``myapp.*``); flexpipe's own are never accepted.
+    callbacks: str = ""
+    #: Every task's soft time limit (it is then retried) and hard limit (its process is
+    #: replaced), in seconds; both must exceed a blocking-mode request's timeout.
+    task_soft_time_limit: float = Field(1800.0, gt=0)
+    task_time_limit: float = Field(1900.0, gt=0)
+    #: Unexpected errors (a bug, not a provider answer) a job's step may hit in a row
+    #: before the job fails with that error instead of being tried again.
+    max_unexpected_errors: int = Field(3, ge=1)
 
     # Poll schedule (seconds; multiplied by time_scale)
     time_scale: float = Field(1.0, gt=0)
@@ -201,6 +221,11 @@ class Settings(BaseSettings):
                 "FLEXPIPE_WEBHOOKS is on but Doubleword sends no response webhooks (only "
                 "batch events): its jobs would wait for the slow safety-net polls"
             )
+        if not self.blocking_timeout < self.task_soft_time_limit < self.task_time_limit:
+            raise ValueError(
+                "FLEXPIPE_TASK_SOFT_TIME_LIMIT must exceed FLEXPIPE_BLOCKING_TIMEOUT, and "
+                "FLEXPIPE_TASK_TIME_LIMIT must exceed FLEXPIPE_TASK_SOFT_TIME_LIMIT"
+            )
         if self.poll_min_delay > self.poll_max_delay:
             raise ValueError("FLEXPIPE_POLL_MIN_DELAY must not exceed FLEXPIPE_POLL_MAX_DELAY")
         if self.classify_schedule and not self.classify_job:
@@ -220,6 +245,23 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'flexpipe.db').resolve()}"
+
+    def engine_options(self) -> dict[str, Any]:
+        """Keyword arguments for the SQLAlchemy engine: timeouts, so no database call can
+        block a worker for ever (SQLite has its busy timeout in the store)."""
+        if not self.db_url.startswith("postgresql"):
+            return {}
+        statement_ms = int(self.db_statement_timeout * 1000)
+        return {
+            "connect_args": {
+                "connect_timeout": max(1, round(self.db_connect_timeout)),
+                "options": f"-c statement_timeout={statement_ms}",
+            }
+        }
+
+    @property
+    def callback_patterns(self) -> list[str]:
+        return [name.strip() for name in self.callbacks.split(",") if name.strip()]
 
     @property
     def longest_countdown(self) -> float:
@@ -293,6 +335,7 @@ class Settings(BaseSettings):
             max_not_found=self.max_not_found,
             lost_response=self.lost_response,
             max_attempts=self.max_attempts,
+            max_unexpected_errors=self.max_unexpected_errors,
             invalid_output_retries=self.invalid_output_retries,
             escalate_deadline=self.deadline_priority * scale,
             learn_latency=self.learn_latency,

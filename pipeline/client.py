@@ -52,7 +52,9 @@ class FlexClient:
     """A thin, thread-safe wrapper over ``openai.OpenAI`` for flex requests.
 
     ``max_retries`` is the SDK's own retry count for 408/409/429/5xx and connection errors
-    inside one call; flexpipe's task-level retries come on top of it.
+    inside one call; flexpipe's task-level retries come on top of it. Every call has a
+    timeout: ``connect_timeout`` to connect, then ``timeout`` (``blocking_timeout`` for a
+    blocking-mode create) for each read, write and wait for a pooled connection.
     """
 
     def __init__(
@@ -62,14 +64,19 @@ class FlexClient:
         *,
         timeout: float = 60.0,
         blocking_timeout: float = 900.0,
+        connect_timeout: float = 10.0,
         max_retries: int = 2,
     ) -> None:
         self.base_url = base_url
-        self._blocking_timeout = blocking_timeout
         import openai
 
+        connect = min(connect_timeout, timeout)
+        self._blocking_timeout = openai.Timeout(blocking_timeout, connect=connect)
         self._sdk = openai.OpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
+            base_url=base_url,
+            api_key=api_key,
+            timeout=openai.Timeout(timeout, connect=connect),
+            max_retries=max_retries,
         )
         # The SDK sends, authenticates, retries and raises as usual; we read the JSON body
         # ourselves instead of building its pydantic ``Response`` model, which cost about a

@@ -6,6 +6,7 @@ do from the class alone::
 
     FlexpipeError
     ├── ValidationError              bad request at enqueue time (names the field)
+    │   └── IdempotencyConflict      an idempotency key reused for another request
     ├── ConfigurationError           bad settings at start-up
     ├── JobNotFound                  no job with that id
     ├── DatabaseError                the database refused or could not run a statement
@@ -53,6 +54,10 @@ class ValidationError(FlexpipeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.field, self.reason))
+
+
+class IdempotencyConflict(ValidationError):
+    """Raised when an idempotency key already belongs to a job with a different request."""
 
 
 class ConfigurationError(FlexpipeError):

@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from flexpipe import errors
 from flexpipe.client import FlexClient, ProviderResponse
@@ -28,7 +30,7 @@ from flexpipe.models import Job
 from flexpipe.policy import LatencyEstimate, PollPolicy, RetryPolicy
 from flexpipe.spool import Spool
 from flexpipe.states import IN_FLIGHT, JobStatus, from_provider
-from flexpipe.store import Finished, Outcome, Store
+from flexpipe.store import TRANSIENT_DB_ERRORS, Finished, Outcome, Store
 
 log = logging.getLogger("flexpipe.flow")
 
@@ -36,6 +38,15 @@ Kind = Literal["poll", "retry", "submit", "done", "stop"]
 
 #: Error code of structured output that does not match the request's schema.
 INVALID_OUTPUT = "invalid_output"
+#: Error code of a schema whose references cannot be resolved (remote ones never are).
+INVALID_SCHEMA = "invalid_schema"
+#: Error code of a job that hit the same unexpected error (a bug, not a provider answer)
+#: ``max_unexpected_errors`` times in a row.
+INTERNAL_ERROR = "internal_error"
+#: Schemas resolve references against this registry only: JSON Schema's own metaschemas,
+#: and nothing it could fetch (``Registry()`` retrieves nothing, so no ``$ref`` reaches
+#: the network or the file system, even in a schema stored before enqueue refused them).
+_NO_RETRIEVAL: Registry[Any] = Registry()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,9 @@ class FlowSettings:
     #: The provider sends webhooks when responses end (the receiver sends their polls):
     #: a submit then looks for an event that arrived before it recorded the response id.
     webhooks: bool = False
+    #: Unexpected errors in a row (an exception no known error covers, a soft time limit)
+    #: after which a job fails with that error instead of being tried again.
+    max_unexpected_errors: int = 3
 
 
 class Flow:
@@ -126,7 +140,19 @@ class Flow:
     # -- submit ----------------------------------------------------------------------------
 
     def submit(self, job_id: str, failures: int = 0) -> Next:
-        """Send a pending job to the provider, once."""
+        """Send a pending job to the provider, once.
+
+        An unexpected error (a bug, a soft time limit) becomes a retry that counts as a
+        failure; after ``max_unexpected_errors`` in a row the job fails with it.
+        """
+        try:
+            return self._submit(job_id, failures)
+        except TRANSIENT_DB_ERRORS:
+            raise
+        except Exception as exc:
+            return self._unexpected(job_id, None, failures, exc)
+
+    def _submit(self, job_id: str, failures: int) -> Next:
         job = self.store.claim_submit(
             job_id, self.settings.submit_lease, self.settings.blocking_lease
         )
@@ -241,7 +267,47 @@ class Flow:
     # -- poll ------------------------------------------------------------------------------
 
     def poll(self, job_id: str, seq: int, failures: int = 0) -> Next:
-        """Read the provider's status once; store the outcome if it is terminal."""
+        """Read the provider's status once; store the outcome if it is terminal.
+
+        Unexpected errors are counted as in :meth:`submit`.
+        """
+        try:
+            return self._poll(job_id, seq, failures)
+        except TRANSIENT_DB_ERRORS:
+            raise
+        except Exception as exc:
+            return self._unexpected(job_id, seq, failures, exc)
+
+    def _unexpected(self, job_id: str, seq: int | None, failures: int, exc: Exception) -> Next:
+        """A step raised what no known error covers: try again later (a submit, or the
+        poll chain ``seq``), or, the ``max_unexpected_errors``-th time in a row, fail the
+        job with the error as its reason, so a poison job never loops."""
+        reason = f"{type(exc).__name__}: {exc}"[:1000]
+        log.error("job %s: unexpected error (%d in a row): %s", job_id, failures + 1, reason,
+                  exc_info=exc)
+        job = self.store.get_job(job_id)
+        if job is None or job.terminal:
+            return Next("stop", reason="unexpected error")
+        self.limiter.release(job.id)
+        if failures + 1 >= self.settings.max_unexpected_errors:
+            message = f"failed {failures + 1} times with an unexpected error: {reason}"
+            return self._finish_failed(job, JobStatus.FAILED, INTERNAL_ERROR, message)
+        delay = self.settings.retry.delay(failures, None, self._rng)
+        if seq is None:
+            self.store.release_submit(job.id)
+            return Next("retry", delay=delay, failures=failures + 1, reason=INTERNAL_ERROR)
+        parked = delay > self.settings.park_after
+        new_seq = self.store.schedule_poll(
+            job.id, seq, status=job.status, delay=delay, parked=parked, polled=False
+        )
+        if new_seq is None:
+            return Next("stop", reason="stale poll chain")
+        return Next(
+            "poll", delay=delay, seq=new_seq, parked=parked, failures=failures + 1,
+            reason=INTERNAL_ERROR,
+        )
+
+    def _poll(self, job_id: str, seq: int, failures: int) -> Next:
         job = self.store.get_job(job_id)
         if job is None:
             log.warning("poll: unknown job %s, ignoring", job_id)
@@ -485,10 +551,10 @@ def outcome_from(job: Job, response: ProviderResponse) -> Outcome:
     error_code = response.error_code
     error_message = response.error_message
     if status is JobStatus.COMPLETED and job.request.schema is not None:
-        parsed, problem = parse_structured(response.output_text, job.request.schema)
+        parsed, problem, code = _structured(response.output_text, job.request.schema)
         if problem is not None:
             status = JobStatus.FAILED
-            error_code, error_message = INVALID_OUTPUT, problem
+            error_code, error_message = code, problem
     if status is JobStatus.FAILED and error_code is None:
         error_code, error_message = "provider_failed", "the provider reported failure"
     incomplete_reason = response.incomplete_reason
@@ -511,15 +577,32 @@ def outcome_from(job: Job, response: ProviderResponse) -> Outcome:
 
 
 def parse_structured(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
-    """Parse and validate structured output; return ``(value, None)`` or ``(None, why)``."""
+    """Parse and validate structured output; return ``(value, None)`` or ``(None, why)``.
+
+    References in the schema resolve inside it only: nothing is ever fetched.
+    """
+    value, problem, _ = _structured(text, schema)
+    return value, problem
+
+
+def _structured(text: str, schema: dict[str, Any]) -> tuple[Any, str | None, str]:
+    """``parse_structured``, with the error code of the problem."""
     try:
         value = json.loads(text)
     except ValueError as exc:
-        return None, f"output is not JSON: {exc}"
-    problem = next(iter(Draft202012Validator(schema).iter_errors(value)), None)
+        return None, f"output is not JSON: {exc}", INVALID_OUTPUT
+    except RecursionError:
+        return None, "output is not JSON: nested too deeply", INVALID_OUTPUT
+    try:
+        validator = Draft202012Validator(schema, registry=_NO_RETRIEVAL)
+        problem = next(iter(validator.iter_errors(value)), None)
+    except Unresolvable as exc:
+        return None, f"the schema has a reference that is not resolved here: {exc}", INVALID_SCHEMA
+    except RecursionError:
+        return None, "output is nested too deeply to validate", INVALID_OUTPUT
     if problem is not None:
-        return None, f"output does not match the schema: {problem.message}"
-    return value, None
+        return None, f"output does not match the schema: {problem.message}", INVALID_OUTPUT
+    return value, None, INVALID_OUTPUT
 
 
 def _past(deadline: datetime | None, now: datetime) -> bool:

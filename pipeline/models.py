@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from jsonschema import Draft202012Validator
 from jsonschema import exceptions as jsonschema_exceptions
@@ -30,6 +30,54 @@ MODES: tuple[str, ...] = ("background", "blocking")
 JOB_ID_METADATA_KEY = "flexpipe_job_id"
 _SCHEMA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CHAT_ROLES = frozenset({"system", "developer", "user", "assistant"})
+#: Lone UTF-16 surrogates: Python strings may hold them, UTF-8 (HTTP, SQL) cannot.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: Keywords that make a JSON Schema refer to another document.
+_REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+#: How deeply input items, schemas, metadata and callback arguments may nest.
+MAX_NESTING = 32
+#: The largest ``max_output_tokens`` accepted (no model writes more in one response).
+MAX_OUTPUT_TOKENS = 1_000_000
+#: The furthest deadline accepted, in seconds from now (30 days).
+MAX_DEADLINE = 30 * 86_400.0
+
+
+class EnqueueArgs(TypedDict, total=False):
+    """The keyword arguments of a request beside ``input``, shared by ``enqueue``,
+    ``prepare``, ``enqueue_many`` (as defaults and per item) and the by-name
+    ``flexpipe.enqueue`` task.
+
+    ``messages`` are Chat Completions messages (instead of ``input``); ``callback`` a task
+    name or a Celery signature; ``deadline`` a datetime, a timedelta or seconds from now;
+    ``None`` for a setting means the settings' default.
+    """
+
+    messages: Sequence[Mapping[str, Any]] | None
+    model: str | None
+    instructions: str | None
+    max_output_tokens: int | None
+    temperature: float | None
+    schema: Mapping[str, Any] | None
+    schema_name: str | None
+    metadata: Mapping[str, Any] | None
+    idempotency_key: str | None
+    callback: str | Mapping[str, Any] | None
+    deadline: datetime | timedelta | float | None
+    service_tier: str | None
+    mode: str
+    escalate: bool
+
+
+#: The names a request may use; anything else is a :class:`ValidationError`.
+REQUEST_FIELDS: frozenset[str] = frozenset(EnqueueArgs.__annotations__) | {"input"}
+
+
+def check_fields(names: Iterable[object], where: str = "") -> None:
+    """Raise :class:`ValidationError` naming the first argument that is not a request field."""
+    for name in names:
+        if name not in REQUEST_FIELDS:
+            shown = name if isinstance(name, str) else repr(name)
+            raise ValidationError(f"{where}{shown}", "unknown argument")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,26 +140,36 @@ def build_request(
     service_tier: str = "flex",
     mode: str = "background",
     max_input_chars: int = 400_000,
+    max_output_tokens_limit: int = MAX_OUTPUT_TOKENS,
+    max_nesting: int = MAX_NESTING,
 ) -> JobRequest:
     """Validate an enqueue request and return it as a :class:`JobRequest`.
 
     ``input`` is a string or a list of Responses input items; ``messages`` is a Chat
     Completions message list (system messages become ``instructions``). Give one of them.
-    Raises :class:`ValidationError` naming the field on the first problem found.
+    Every string must be valid Unicode without NUL characters, and nested values may nest
+    at most ``max_nesting`` deep. Raises :class:`ValidationError` naming the field on the
+    first problem found; it never raises anything else, whatever it is given.
     """
-    if not isinstance(model, str) or not model.strip():
+    if model is None:
+        raise ValidationError("model", "a model name is required")
+    check_text(model, "model", required=True)
+    assert isinstance(model, str)
+    if not model.strip():
         raise ValidationError("model", "a model name is required")
     if len(model) > 256:
         raise ValidationError("model", "longer than 256 characters")
 
-    if instructions is not None and not isinstance(instructions, str):
-        raise ValidationError("instructions", "must be a string")
+    check_text(instructions, "instructions")
     if input is not None and messages is not None:
         raise ValidationError("input", "give either input or messages, not both")
     if messages is not None:
+        check_json(messages, "messages", max_nesting)
         input, system = _from_chat_messages(messages)
         if system:
             instructions = system if instructions is None else f"{system}\n\n{instructions}"
+    else:
+        check_json(input, "input", max_nesting)
     prepared = _check_input(input)
     size = _input_chars(prepared) + len(instructions or "")
     if size > max_input_chars:
@@ -120,22 +178,24 @@ def build_request(
     if max_output_tokens is not None and (
         isinstance(max_output_tokens, bool)
         or not isinstance(max_output_tokens, int)
-        or max_output_tokens < 1
+        or not 1 <= max_output_tokens <= max_output_tokens_limit
     ):
-        raise ValidationError("max_output_tokens", "must be a positive integer")
+        raise ValidationError(
+            "max_output_tokens", f"must be a positive integer of at most {max_output_tokens_limit}"
+        )
     if temperature is not None:
         if isinstance(temperature, bool) or not isinstance(temperature, int | float):
             raise ValidationError("temperature", "must be a number")
         if not 0 <= temperature <= 2 or math.isnan(temperature):
             raise ValidationError("temperature", "must be between 0 and 2")
-    if service_tier not in TIERS:
+    if not isinstance(service_tier, str) or service_tier not in TIERS:
         raise ValidationError("service_tier", f"must be one of {', '.join(TIERS)}")
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise ValidationError("mode", f"must be one of {', '.join(MODES)}")
 
-    checked_schema = _check_schema(schema)
-    name = schema_name or "output"
-    if not _SCHEMA_NAME.match(name):
+    checked_schema = _check_schema(schema, max_nesting)
+    name = "output" if schema_name is None else schema_name
+    if not isinstance(name, str) or not _SCHEMA_NAME.match(name):
         raise ValidationError("schema_name", "1-64 characters of letters, digits, _ and -")
 
     return JobRequest(
@@ -152,6 +212,58 @@ def build_request(
     )
 
 
+def check_text(value: object, field: str, *, required: bool = False) -> None:
+    """Raise :class:`ValidationError` unless ``value`` is a string (or None when not
+    ``required``) that UTF-8 and SQL can carry: no NUL, no lone surrogate."""
+    if value is None and not required:
+        return
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be a string")
+    problem = _text_problem(value)
+    if problem:
+        raise ValidationError(field, problem)
+
+
+def _text_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return f"contains a NUL character (at {value.index(chr(0))})"
+    found = _SURROGATE.search(value)
+    if found:
+        return f"contains a lone surrogate (at {found.start()}): not valid Unicode text"
+    return None
+
+
+def check_json(value: object, field: str, max_nesting: int = MAX_NESTING) -> None:
+    """Walk a JSON-like value without recursion: raise :class:`ValidationError` for nesting
+    deeper than ``max_nesting``, a bad string (key or value), a non-finite number or a
+    value JSON cannot hold. Containers are dicts (string keys), lists and tuples."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            problem = _text_problem(item)
+            if problem:
+                raise ValidationError(field, problem)
+        elif isinstance(item, bool) or item is None or isinstance(item, int):
+            continue
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValidationError(field, f"{item!r} is not a JSON number")
+        elif isinstance(item, Mapping | list | tuple):
+            if depth >= max_nesting:
+                raise ValidationError(field, f"nested deeper than {max_nesting} levels")
+            if isinstance(item, Mapping):
+                for key in item:
+                    if not isinstance(key, str):
+                        raise ValidationError(field, f"key {key!r} is not a string")
+                    stack.append((key, depth + 1))
+                children: Iterable[object] = item.values()
+            else:
+                children = item
+            stack.extend((child, depth + 1) for child in children)
+        else:
+            raise ValidationError(field, f"{type(item).__name__} is not JSON-serialisable")
+
 def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, str]:
     """Check metadata against the provider's limits (16 keys, 64-char keys, 512-char values).
 
@@ -167,12 +279,14 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, str]:
     for key, value in metadata.items():
         if not isinstance(key, str) or not key or len(key) > 64:
             raise ValidationError("metadata", f"key {key!r} must be a string of 1-64 characters")
+        check_text(key, "metadata")
         if key == JOB_ID_METADATA_KEY:
             raise ValidationError("metadata", f"key {key!r} is reserved for flexpipe")
         if not isinstance(value, str) or len(value) > 512:
             raise ValidationError(
                 "metadata", f"value of {key!r} must be a string of at most 512 characters"
             )
+        check_text(value, "metadata")
         out[key] = value
     return out
 
@@ -209,7 +323,7 @@ def _from_chat_messages(
         if not isinstance(message, Mapping):
             raise ValidationError("messages", f"message {position} must be an object")
         role = message.get("role")
-        if role not in _CHAT_ROLES:
+        if not isinstance(role, str) or role not in _CHAT_ROLES:
             raise ValidationError("messages", f"message {position} has unknown role {role!r}")
         content = message.get("content")
         text = _chat_text(content, position)
@@ -242,12 +356,14 @@ def _input_chars(value: str | list[dict[str, Any]]) -> int:
     return len(json.dumps(value))
 
 
-def _check_schema(schema: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _check_schema(schema: Mapping[str, Any] | None, max_nesting: int) -> dict[str, Any] | None:
     if schema is None:
         return None
     if not isinstance(schema, Mapping):
         raise ValidationError("schema", "must be a JSON Schema object")
+    check_json(schema, "schema", max_nesting)
     plain = _plain_json(dict(schema), "schema")
+    _check_local_refs(plain)
     try:
         Draft202012Validator.check_schema(plain)
     except jsonschema_exceptions.SchemaError as exc:
@@ -255,6 +371,26 @@ def _check_schema(schema: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if plain.get("type") != "object":
         raise ValidationError("schema", 'the root must be {"type": "object", ...}')
     return plain
+
+
+def _check_local_refs(schema: dict[str, Any]) -> None:
+    """Only references inside the schema itself (``#...``): a schema never makes flexpipe
+    fetch a document, from the network or anywhere else."""
+    stack: list[Any] = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for keyword in _REF_KEYWORDS:
+                ref = item.get(keyword)
+                if keyword in item and not (isinstance(ref, str) and ref.startswith("#")):
+                    raise ValidationError(
+                        "schema",
+                        f"{keyword} {ref!r} is not a local reference: only '#...' references "
+                        "are allowed (remote schemas are never fetched)",
+                    )
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _plain_json(value: dict[str, Any], where: str) -> dict[str, Any]:
@@ -267,25 +403,50 @@ def _plain_json(value: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def resolve_deadline(
-    deadline: datetime | timedelta | float | None, now: datetime
+    deadline: datetime | timedelta | float | None,
+    now: datetime,
+    max_seconds: float = MAX_DEADLINE,
 ) -> datetime | None:
-    """Turn a deadline (an aware datetime, a timedelta, or seconds from now) into a datetime."""
+    """Turn a deadline (an aware datetime, a timedelta, or seconds from now) into a datetime.
+
+    It must lie in the future and at most ``max_seconds`` from ``now``.
+    """
     if deadline is None:
         return None
     if isinstance(deadline, bool):
         raise ValidationError("deadline", "must be a datetime, a timedelta or seconds")
+    too_far = f"is more than {max_seconds:g} seconds away"
     if isinstance(deadline, int | float):
-        deadline = timedelta(seconds=deadline)
+        try:
+            seconds = float(deadline)
+        except OverflowError:
+            raise ValidationError("deadline", too_far) from None
+        if math.isnan(seconds):
+            raise ValidationError("deadline", "must be a number of seconds, not NaN")
+        if seconds > max_seconds:
+            raise ValidationError("deadline", too_far)
+        if seconds <= 0:
+            raise ValidationError("deadline", "must be in the future")
+        deadline = timedelta(seconds=seconds)
     if isinstance(deadline, timedelta):
         if deadline.total_seconds() <= 0:
             raise ValidationError("deadline", "must be in the future")
+        if deadline.total_seconds() > max_seconds:
+            raise ValidationError("deadline", too_far)
         return now + deadline
     if isinstance(deadline, datetime):
-        if deadline.tzinfo is None:
+        if deadline.tzinfo is None or deadline.utcoffset() is None:
             raise ValidationError("deadline", "must be timezone-aware")
-        if deadline <= now:
+        try:
+            ahead = (deadline - now).total_seconds()
+            resolved = deadline.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValidationError("deadline", "is out of range") from None
+        if ahead <= 0:
             raise ValidationError("deadline", "is in the past")
-        return deadline.astimezone(UTC)
+        if ahead > max_seconds:
+            raise ValidationError("deadline", too_far)
+        return resolved
     raise ValidationError("deadline", "must be a datetime, a timedelta or seconds")
 
 

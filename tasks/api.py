@@ -6,131 +6,123 @@ before any message does, so if the broker is down the sweeper submits the job la
 
 from __future__ import annotations
 
-import importlib
+import fnmatch
 import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Unpack
 
 from flexpipe.config.celery import app
-from flexpipe.errors import JobNotFound, ValidationError
-from flexpipe.models import Bulk, JobView, build_request, resolve_deadline
+from flexpipe.errors import IdempotencyConflict, JobNotFound, ValidationError
+from flexpipe.models import (
+    Bulk,
+    EnqueueArgs,
+    Job,
+    JobView,
+    build_request,
+    check_fields,
+    check_json,
+    check_text,
+    resolve_deadline,
+)
 from flexpipe.states import JobStatus
 from flexpipe.store import NewJob
 from flexpipe.tasks.runtime import runtime
 
 log = logging.getLogger("flexpipe.api")
 
+#: Callback names no caller may give: flexpipe's own tasks and Celery's built-in ones.
+RESERVED_TASKS = ("flexpipe.*", "celery.*")
+#: Signature options a callback may carry (routing and timing, nothing that chains tasks).
+CALLBACK_OPTIONS = frozenset(
+    {"queue", "routing_key", "exchange", "priority", "countdown", "expires",
+     "soft_time_limit", "time_limit"}
+)
+
 
 def enqueue(
-    input: str | Sequence[Mapping[str, Any]] | None = None,
-    *,
-    messages: Sequence[Mapping[str, Any]] | None = None,
-    model: str | None = None,
-    instructions: str | None = None,
-    max_output_tokens: int | None = None,
-    temperature: float | None = None,
-    schema: Mapping[str, Any] | None = None,
-    schema_name: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    idempotency_key: str | None = None,
-    callback: str | Mapping[str, Any] | None = None,
-    deadline: datetime | timedelta | float | None = None,
-    service_tier: str | None = None,
-    mode: str = "background",
-    escalate: bool = False,
+    input: str | Sequence[Mapping[str, Any]] | None = None, **request: Unpack[EnqueueArgs]
 ) -> str:
     """Validate a request, store it as a pending job and start it; return the job id.
 
-    ``input`` is a string or Responses input items, ``messages`` Chat Completions
-    messages. ``callback`` is a task name or a Celery signature, sent with the job id as
-    its first argument when the job ends. ``idempotency_key``: enqueueing the same key
-    again returns the first job's id and sends nothing. ``deadline`` (a datetime, a
-    timedelta or seconds) defaults per tier. Raises :class:`ValidationError` naming the
-    field; nothing is written or sent then.
+    ``enqueue(input, *, messages, model, instructions, max_output_tokens, temperature,
+    schema, schema_name, metadata, idempotency_key, callback, deadline, service_tier,
+    mode, escalate)`` (see :class:`~flexpipe.models.EnqueueArgs`). ``input`` is a string
+    or Responses input items, ``messages`` Chat Completions messages. ``callback`` is a
+    task name or a Celery signature, sent with the job id as its first argument when the
+    job ends; it must be a task registered in this process or match
+    ``FLEXPIPE_CALLBACKS``. ``idempotency_key``: enqueueing the same request with the same
+    key again returns the first job's id and sends nothing; a different request with a
+    used key raises :class:`~flexpipe.errors.IdempotencyConflict`. ``deadline`` (a
+    datetime, a timedelta or seconds) defaults per tier. Raises :class:`ValidationError`
+    naming the field; nothing is written or sent then.
     """
-    job = prepare(
-        input,
-        messages=messages,
-        model=model,
-        instructions=instructions,
-        max_output_tokens=max_output_tokens,
-        temperature=temperature,
-        schema=schema,
-        schema_name=schema_name,
-        metadata=metadata,
-        idempotency_key=idempotency_key,
-        callback=callback,
-        deadline=deadline,
-        service_tier=service_tier,
-        mode=mode,
-        escalate=escalate,
-    )
-    return enqueue_prepared(job)
+    return enqueue_prepared(prepare(input, **request))
 
 
 def enqueue_prepared(job: NewJob) -> str:
     """Store a job made by :func:`prepare` and start it; return its id (an existing job's
-    id when its idempotency key was seen before: nothing is sent then)."""
-    job_id, created = runtime().store.add_job(job)
+    id when its idempotency key was seen before for the same request: nothing is sent
+    then). Raises :class:`IdempotencyConflict` when the key was used for another request."""
+    store = runtime().store
+    job_id, created = store.add_job(job)
     if created:
         publish_submit(job_id)
+    else:
+        _same_request(store.require_job(job_id), job, "idempotency_key")
     return job_id
 
 
 def prepare(
-    input: str | Sequence[Mapping[str, Any]] | None = None,
-    *,
-    messages: Sequence[Mapping[str, Any]] | None = None,
-    model: str | None = None,
-    instructions: str | None = None,
-    max_output_tokens: int | None = None,
-    temperature: float | None = None,
-    schema: Mapping[str, Any] | None = None,
-    schema_name: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    idempotency_key: str | None = None,
-    callback: str | Mapping[str, Any] | None = None,
-    deadline: datetime | timedelta | float | None = None,
-    service_tier: str | None = None,
-    mode: str = "background",
-    escalate: bool = False,
+    input: str | Sequence[Mapping[str, Any]] | None = None, **request: Unpack[EnqueueArgs]
 ) -> NewJob:
     """Validate one request and apply the settings' defaults; write nothing."""
+    check_fields(request)
+    args: dict[str, Any] = dict(request)
     rt = runtime()
     settings = rt.settings
-    tier = service_tier or settings.service_tier
-    request = build_request(
+    tier = args.get("service_tier")
+    tier = settings.service_tier if tier is None else tier
+    model = args.get("model")
+    built = build_request(
         input,
-        messages=messages,
-        model=model or settings.model,
-        instructions=instructions,
-        max_output_tokens=max_output_tokens,
-        temperature=temperature,
-        schema=schema,
-        schema_name=schema_name,
-        metadata=metadata,
+        messages=args.get("messages"),
+        model=settings.model if model is None else model,
+        instructions=args.get("instructions"),
+        max_output_tokens=args.get("max_output_tokens"),
+        temperature=args.get("temperature"),
+        schema=args.get("schema"),
+        schema_name=args.get("schema_name"),
+        metadata=args.get("metadata"),
         service_tier=tier,
-        mode=mode,
+        mode=args.get("mode", "background"),
         max_input_chars=settings.max_input_chars,
+        max_output_tokens_limit=settings.max_output_length,
+        max_nesting=settings.max_nesting,
     )
-    if idempotency_key is not None and (
-        not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255
-    ):
-        raise ValidationError("idempotency_key", "must be a string of 1-255 characters")
-    now = rt.store.now()
+    key = args.get("idempotency_key")
+    if key is not None:
+        check_text(key, "idempotency_key")
+        if not 0 < len(key) <= 255:
+            raise ValidationError("idempotency_key", "must be a string of 1-255 characters")
+    escalate = args.get("escalate", False)
+    if not isinstance(escalate, bool):
+        raise ValidationError("escalate", "must be True or False")
+    deadline = args.get("deadline")
     deadline_at = resolve_deadline(
         deadline if deadline is not None else settings.deadline_for(tier) * settings.time_scale,
-        now,
+        rt.store.now(),
+        settings.max_deadline,
     )
     return NewJob(
-        request=request,
-        idempotency_key=idempotency_key,
-        callback=resolve_callback(callback),
+        request=built,
+        idempotency_key=key,
+        callback=resolve_callback(args.get("callback")),
         deadline_at=deadline_at,
-        escalate=bool(escalate),
+        escalate=escalate,
     )
 
 
@@ -139,7 +131,7 @@ def enqueue_many(
     *,
     name: str | None = None,
     on_complete: str | Mapping[str, Any] | None = None,
-    **defaults: Any,
+    **defaults: Unpack[EnqueueArgs],
 ) -> str:
     """Enqueue many jobs as one bulk job; return the bulk id.
 
@@ -147,21 +139,78 @@ def enqueue_many(
     (any :func:`enqueue` argument) apply to every item. ``on_complete`` (a task name or
     signature) is sent with the bulk id exactly once, when the last item ends, whatever
     order they end in. Every item is validated before anything is written: a bad one
-    raises :class:`ValidationError` naming it (``requests[3].model: ...``).
+    raises :class:`ValidationError` naming it (``requests[3].model: ...``), as do an
+    empty bulk and two items with the same idempotency key. An item whose key an earlier
+    job used for another request raises :class:`IdempotencyConflict`.
     """
-    jobs = []
+    check_fields(defaults)
+    check_text(name, "name")
+    if isinstance(requests, str | bytes | Mapping):
+        raise ValidationError("requests", "must be an iterable of requests")
+    jobs: list[NewJob] = []
+    positions: dict[str, int] = {}
     for position, item in enumerate(requests):
-        kwargs = {**defaults, **({"input": item} if isinstance(item, str) else dict(item))}
+        where = f"requests[{position}]"
+        if isinstance(item, str):
+            kwargs: dict[str, Any] = {**defaults, "input": item}
+        elif isinstance(item, Mapping):
+            check_fields(item, f"{where}.")
+            kwargs = {**defaults, **item}
+        else:
+            raise ValidationError(where, "must be an input string or a dict of arguments")
         try:
-            jobs.append(prepare(**kwargs))
+            job = prepare(**kwargs)
         except ValidationError as exc:
-            raise ValidationError(f"requests[{position}].{exc.field}", exc.reason) from None
-        except TypeError as exc:
-            raise ValidationError(f"requests[{position}]", str(exc)) from None
+            raise ValidationError(f"{where}.{exc.field}", exc.reason) from None
+        key = job.idempotency_key
+        if key is not None:
+            if key in positions:
+                raise ValidationError(
+                    f"{where}.idempotency_key",
+                    f"{key!r} is also the key of requests[{positions[key]}]",
+                )
+            positions[key] = position
+        jobs.append(job)
+    if not jobs:
+        raise ValidationError("requests", "is empty: a bulk job needs at least one request")
+    callback = resolve_callback(on_complete, "on_complete")
     rt = runtime()
-    bulk_id, pairs = rt.store.add_bulk(jobs, name=name, on_complete=resolve_callback(on_complete))
+    _check_known_keys(jobs, positions)
+    bulk_id, pairs = rt.store.add_bulk(jobs, name=name, on_complete=callback)
     publish_submits([job_id for job_id, created in pairs if created])
     return bulk_id
+
+
+def _check_known_keys(jobs: Sequence[NewJob], positions: Mapping[str, int]) -> None:
+    """Before a bulk writes anything: an item whose key is already used must be the same
+    request as the job that used it."""
+    store = runtime().store
+    for key, job_id in store.jobs_for_keys(list(positions)).items():
+        position = positions[key]
+        _same_request(store.require_job(job_id), jobs[position], f"requests[{position}]")
+
+
+def _same_request(existing: Job, new: NewJob, where: str) -> None:
+    """Raise :class:`IdempotencyConflict` unless ``new`` asks for what ``existing`` was
+    asked for (the request, callback and escalation; deadlines are relative, so not them).
+    An escalated job changed its tier itself, so the tier is not compared then."""
+    stored = existing.request
+    request = new.request
+    if existing.escalate:
+        request = replace(request, service_tier=stored.service_tier)
+    if (
+        _fingerprint(stored.to_json(), existing.callback, existing.escalate)
+        != _fingerprint(request.to_json(), new.callback, new.escalate)
+    ):
+        raise IdempotencyConflict(
+            where,
+            f"key {new.idempotency_key!r} was used by job {existing.id} for another request",
+        )
+
+
+def _fingerprint(request: dict[str, Any], callback: Any, escalate: bool) -> str:
+    """A stable text of a normalised request (keys sorted), for comparing two requests."""
+    return json.dumps([request, callback, escalate], sort_keys=True, separators=(",", ":"))
 
 
 def get_bulk(bulk_id: str) -> Bulk:
@@ -199,41 +248,68 @@ def publish_submit(job_id: str) -> None:
         )
 
 
-def resolve_callback(callback: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Turn a task name or signature into a JSON signature dict; check the name resolves."""
+def resolve_callback(
+    callback: str | Mapping[str, Any] | None, field: str = "callback"
+) -> dict[str, Any] | None:
+    """Turn a task name or signature into a JSON signature dict, and check the name.
+
+    A callback must name a task registered in this process (on flexpipe's Celery app or
+    the host's current one) or match a ``FLEXPIPE_CALLBACKS`` pattern; flexpipe's and
+    Celery's own tasks are refused whatever the signature's options say. Nothing is
+    imported: a name is only ever compared.
+    """
     if callback is None:
         return None
+    settings = runtime().settings
     if isinstance(callback, str):
-        name, args, kwargs, options = callback, (), {}, {}
-    elif isinstance(callback, Mapping) and isinstance(callback.get("task"), str):
-        name = callback["task"]
-        args = tuple(callback.get("args") or ())
-        kwargs = dict(callback.get("kwargs") or {})
-        options = dict(callback.get("options") or {})
+        name: object = callback
+        args: object = ()
+        kwargs: object = {}
+        options: object = {}
+    elif isinstance(callback, Mapping):
+        name = callback.get("task")
+        args = callback.get("args") or ()
+        kwargs = callback.get("kwargs") or {}
+        options = callback.get("options") or {}
     else:
-        raise ValidationError("callback", "must be a task name or a Celery signature")
-    signature: dict[str, Any] = dict(app.signature(name, args=args, kwargs=kwargs, **options))
-    # A signature routed to an explicit queue names a task of another app's worker: trust it.
-    if not options.get("queue") and not _task_exists(name):
-        raise ValidationError("callback", f"no task named {name!r} is registered or importable")
+        raise ValidationError(field, "must be a task name or a Celery signature")
+    if not isinstance(name, str) or not name:
+        raise ValidationError(field, "must be a task name or a Celery signature")
+    check_text(name, field)
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, Mapping):
+        raise ValidationError(field, "args must be a list and kwargs a mapping")
+    if not isinstance(options, Mapping):
+        raise ValidationError(field, "options must be a mapping")
+    for option in options:
+        if option not in CALLBACK_OPTIONS:
+            raise ValidationError(field, f"option {option!r} is not allowed in a callback")
+    check_json([list(args), dict(kwargs), dict(options)], field, settings.max_nesting)
+    if not callback_allowed(name, settings.callback_patterns):
+        raise ValidationError(
+            field,
+            f"{name!r} is not a task registered in this process, nor allowed by "
+            "FLEXPIPE_CALLBACKS",
+        )
+    signature: dict[str, Any] = dict(
+        app.signature(name, args=tuple(args), kwargs=dict(kwargs), **dict(options))
+    )
     try:
-        json.dumps(signature)
+        json.dumps(signature, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ValidationError("callback", f"signature is not JSON-serialisable: {exc}") from None
+        raise ValidationError(field, f"signature is not JSON-serialisable: {exc}") from None
     return signature
 
 
-def _task_exists(name: str) -> bool:
-    if name in app.tasks:
+def callback_allowed(name: str, patterns: Sequence[str]) -> bool:
+    """Whether a callback may name ``name``: never a reserved task; else one registered on
+    flexpipe's or the current Celery app, or one matching ``patterns`` (fnmatch)."""
+    if any(fnmatch.fnmatchcase(name, reserved) for reserved in RESERVED_TASKS):
+        return False
+    if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
         return True
-    module_name, _, attr = name.rpartition(".")
-    if not module_name:
-        return False
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return False
-    return hasattr(module, attr) or name in app.tasks
+    from celery import current_app
+
+    return name in app.tasks or name in current_app.tasks
 
 
 def get(job_id: str) -> JobView:

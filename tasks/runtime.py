@@ -45,12 +45,13 @@ def runtime() -> Runtime:
 
 def _build(settings: Settings) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.from_url(settings.db_url)
+    store = Store.from_url(settings.db_url, **settings.engine_options())
     client = FlexClient(
         settings.api_base_url,
         settings.api_key.get_secret_value(),
         timeout=settings.request_timeout,
         blocking_timeout=settings.blocking_timeout,
+        connect_timeout=settings.connect_timeout,
         max_retries=settings.sdk_max_retries,
     )
     limiter: Limiter = NoLimits()

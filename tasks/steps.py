@@ -4,6 +4,7 @@ schedules what the step says comes next. Messages carry job ids and small intege
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import time
@@ -11,9 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import Task, signals
+from celery.exceptions import SoftTimeLimitExceeded
 
 from flexpipe.config.celery import app
+from flexpipe.errors import ValidationError
 from flexpipe.flow import Next, callback_id
+from flexpipe.models import check_fields
 from flexpipe.store import TRANSIENT_DB_ERRORS
 from flexpipe.tasks import delivery
 from flexpipe.tasks.runtime import runtime
@@ -25,10 +29,12 @@ log = logging.getLogger("flexpipe.tasks")
 #: delivered again if the worker running it died.
 ACKS: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
 
-#: While the database is away, a task retries itself with backoff instead of failing
-#: (a failed task's message is gone; the sweeper would recover the job, but later).
+#: While the database is away, or when a task ran past its soft time limit, it retries
+#: itself with backoff instead of failing (a failed task's message is gone; the sweeper
+#: would recover the job, but later). Inside a step, the flow turns a soft time limit into
+#: a counted retry of the job itself (see ``FlowSettings.max_unexpected_errors``).
 DB_RETRY: dict[str, Any] = {
-    "autoretry_for": TRANSIENT_DB_ERRORS,
+    "autoretry_for": (*TRANSIENT_DB_ERRORS, SoftTimeLimitExceeded),
     "retry_backoff": 0.5,
     "retry_backoff_max": 20,
     "retry_jitter": True,
@@ -110,21 +116,36 @@ def _pool() -> ThreadPoolExecutor:
     return _executor
 
 
-@app.task(name="flexpipe.store", **ACKS)
+@app.task(name="flexpipe.store", **DB_RETRY)
 def store(job_id: str) -> str:
     """Read a job's response now and store it if it is terminal (e.g. on a webhook)."""
     return follow(job_id, runtime().flow.refresh(job_id))
 
 
-@app.task(name="flexpipe.enqueue", **ACKS)
-def enqueue(**request: Any) -> str:
-    """Enqueue a job for apps that don't import flexpipe: ``send_task("flexpipe.enqueue")``."""
+# ``throws``: a rejected request is an expected outcome, logged once here (without the
+# prompt) and shown in Flower as the task's failure, not logged again with a traceback.
+# Not retried on a soft time limit: without an idempotency key a second run is a second job.
+@app.task(name="flexpipe.enqueue", bind=True, throws=(ValidationError,), **ACKS)
+def enqueue(self: Task, *args: Any, **request: Any) -> str:
+    """Enqueue a job for apps that don't import flexpipe: ``send_task("flexpipe.enqueue")``.
+
+    The request gets every check :func:`flexpipe.enqueue` makes; a rejected one is logged
+    at ERROR (the field and the reason, never the prompt) and the task fails with its
+    :class:`ValidationError`.
+    """
     from flexpipe.tasks.api import enqueue as enqueue_job
 
-    return enqueue_job(**request)
+    try:
+        if args:
+            raise ValidationError("args", "send the request as keyword arguments (kwargs=...)")
+        check_fields(request)
+        return enqueue_job(**request)
+    except ValidationError as exc:
+        log.error("flexpipe.enqueue %s rejected a request: %s", self.request.id, exc)
+        raise
 
 
-@app.task(name="flexpipe.cancel", **ACKS)
+@app.task(name="flexpipe.cancel", **DB_RETRY)
 def cancel(job_id: str) -> str:
     """Cancel a job (at the provider where it supports cancel)."""
     return follow(job_id, runtime().flow.cancel(job_id))
@@ -183,6 +204,13 @@ def callback_queue(callback: dict[str, Any]) -> str:
 
 
 def _send(callback: dict[str, Any], first_arg: str, task_id: str) -> None:
+    from flexpipe.tasks.api import RESERVED_TASKS
+
+    name = str(callback.get("task") or "")
+    if not name or any(fnmatch.fnmatchcase(name, reserved) for reserved in RESERVED_TASKS):
+        # Checked at enqueue; a row stored before that check existed is not obeyed.
+        log.error("callback %r for %s refused: not a callback task", name, first_arg)
+        return
     signature = app.signature(callback)
     signature.set(queue=callback_queue(callback))
     signature.apply_async(args=(first_arg,), task_id=task_id)

@@ -60,6 +60,11 @@ class JobWrites(Database):
                 found = ids_for_keys(conn, [job.idempotency_key])
             return found[job.idempotency_key], False
 
+    def jobs_for_keys(self, keys: list[str]) -> dict[str, str]:
+        """The ids of the jobs that use these idempotency keys (``{key: job_id}``)."""
+        with self.engine.connect() as conn:
+            return ids_for_keys(conn, keys) if keys else {}
+
     # -- submit ----------------------------------------------------------------------------
 
     def claim_submit(
