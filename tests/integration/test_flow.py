@@ -121,11 +121,15 @@ def test_structured_output_is_parsed_and_valid(live: Stack) -> None:
 
 
 def test_idempotency_key_gives_one_job_and_one_create(live: Stack) -> None:
+    from flexpipe.errors import IdempotencyConflict
     from flexpipe.tasks import api
 
     first = api.enqueue(DOC, idempotency_key="order-77-summary")
-    second = api.enqueue(DOC + " Different text.", idempotency_key="order-77-summary")
+    second = api.enqueue(DOC, idempotency_key="order-77-summary")
     assert first == second
+    # The same key for another request is refused, not silently dropped (issue 11).
+    with pytest.raises(IdempotencyConflict):
+        api.enqueue(DOC + " Different text.", idempotency_key="order-77-summary")
     live.wait_terminal([first])
     assert creates_per_job(live)[first] == 1
 
