@@ -302,14 +302,17 @@ def resolve_callback(
 
 def callback_allowed(name: str, patterns: Sequence[str]) -> bool:
     """Whether a callback may name ``name``: never a reserved task; else one registered on
-    flexpipe's or the current Celery app, or one matching ``patterns`` (fnmatch)."""
+    flexpipe's Celery app, the current one or the host's (``flexpipe.tasks.register``), or
+    one matching ``patterns`` (fnmatch)."""
     if any(fnmatch.fnmatchcase(name, reserved) for reserved in RESERVED_TASKS):
         return False
     if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
         return True
     from celery import current_app
 
-    return name in app.tasks or name in current_app.tasks
+    from flexpipe.config.celery import host
+
+    return any(name in each.tasks for each in (app, current_app, host()) if each is not None)
 
 
 def get(job_id: str) -> JobView:
