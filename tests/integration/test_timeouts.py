@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from flexpipe.errors import DatabaseUnavailable
 from flexpipe.tasks.runtime import Runtime
 
 
@@ -29,5 +30,5 @@ def test_a_statement_past_the_timeout_is_cancelled(pg_runtime: Runtime) -> None:
     engine = pg_runtime.store.engine
     with engine.connect() as conn:
         assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "250ms"
-        with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+        with pytest.raises(DatabaseUnavailable, match="statement timeout"):
             conn.execute(sa.text("SELECT pg_sleep(30)"))
