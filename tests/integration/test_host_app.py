@@ -24,7 +24,9 @@ pytestmark = pytest.mark.integration
 
 
 class HostWorker:
-    """``celery -A tests.integration.host_app worker`` on the given queues."""
+    """``celery -A tests.integration.host_app worker -B`` on the given queues: the host's
+    worker with its embedded beat, which runs flexpipe's sweeper (``register`` put it in the
+    host's beat schedule), so polls parked in SQL are sent when due."""
 
     def __init__(
         self,
@@ -35,6 +37,7 @@ class HostWorker:
     ) -> None:
         argv = [sys.executable, "-m", "celery", "-A", app, "worker"]
         argv += ["-Q", ",".join(queues), "-c", "2", "-l", "info"]
+        argv += ["-B", "-s", str(log.parent / "host-beat-schedule")]
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         self.log = log
         with open(log, "ab") as out:
