@@ -27,6 +27,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600
 SLOW_JOBS = {"FLEXPIPE_POLL_FIRST_DELAY": "50", "FLEXPIPE_POLL_MAX_DELAY": "100"}
 #: Every countdown must stay below half the visibility timeout (config/settings.py).
 SHORT_VISIBILITY = {"FLEXPIPE_VISIBILITY_TIMEOUT": "15", "FLEXPIPE_RETRY_MAX_AFTER": "5"}
+#: A callback the killed worker had prefetched but not started was never received: the
+#: sweeper re-sends it (same task id) after this many seconds. One it had started comes
+#: back from Redis's unacked messages after the visibility timeout (flexpipe sets
+#: kombu's unacked_restore_throttle to 1, so within ~10 s of that).
+QUICK_RECEIPTS = {"FLEXPIPE_CALLBACK_RECEIPT_TIMEOUT": "5"}
 
 
 def _done(stack, ids) -> int:
@@ -45,7 +50,7 @@ def test_worker_sigkill_during_submit_poll_and_store(scenario) -> None:
     # Only on a disposable Redis: any worker restores *every* queue's unacked messages
     # older than its own timeout, so on the shared Redis this would redeliver other
     # stacks' messages.
-    sc = scenario(idempotency_replay=True, redis=True, env=SHORT_VISIBILITY)
+    sc = scenario(idempotency_replay=True, redis=True, env=SHORT_VISIBILITY | QUICK_RECEIPTS)
     stack = sc.stack
     ids = enqueue_jobs()
     kills = 0
