@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery, signals
 
 from flexpipe.config import kombu_redis, redis_memory, worker_exit
+from flexpipe.config.beat import BeatWatch
 from flexpipe.config.settings import Settings, get_settings, on_configure
 from flexpipe.errors import ConfigurationError
 
@@ -147,6 +148,7 @@ def configure(celery_app: Celery, settings: Settings) -> Celery:
 #: configuration is read from the settings when first needed, not at import.
 app = Celery("flexpipe", set_as_current=False)
 app.add_defaults(lambda: celery_config(get_settings()))
+app.steps["worker"].add(BeatWatch)
 
 
 @on_configure

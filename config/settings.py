@@ -154,6 +154,8 @@ class Settings(BaseSettings):
     # Sweeper (beat). These are about the infrastructure (how late a message may be when
     # queues are backed up), not the provider, so time_scale does not apply to them.
     sweep_interval: float = Field(5.0, gt=0)
+    #: How often a worker checks that its embedded beat (``--beat``) is still alive.
+    beat_watch_interval: float = Field(1.0, gt=0)
     poll_overdue_after: float = Field(60.0, gt=0)
     submit_stale_after: float = Field(120.0, gt=0)
     callback_overdue_after: float = Field(30.0, gt=0)

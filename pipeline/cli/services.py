@@ -16,7 +16,10 @@ from flexpipe.cli.group import cli, console, fail
 @click.option("--concurrency", "-c", type=int, help="Worker processes.")
 @click.option("--loglevel", "-l", default="info", show_default=True)
 def worker(beat: bool, concurrency: int | None, loglevel: str) -> None:
-    """Run a Celery worker on flexpipe's queues."""
+    """Run a Celery worker on flexpipe's queues (with ``--beat``: exits if its beat dies)."""
+    from flexpipe.config.settings import get_settings
+
+    get_settings().data_dir.mkdir(parents=True, exist_ok=True)
     os.execvp(sys.executable, worker_command(beat=beat, concurrency=concurrency, loglevel=loglevel))
 
 
