@@ -8,6 +8,7 @@ do from the class alone::
     ├── ValidationError              bad request at enqueue time (names the field)
     │   └── IdempotencyConflict      an idempotency key reused for another request
     ├── ConfigurationError           bad settings at start-up
+    │   └── SchemaOutOfDate          flexpipe's tables are missing, old, or cannot migrate
     ├── JobNotFound                  no job with that id
     ├── DatabaseError                the database refused or could not run a statement
     │   ├── DatabaseUnavailable      try again later: away, read-only, full, busy, locked
@@ -62,6 +63,10 @@ class IdempotencyConflict(ValidationError):
 
 class ConfigurationError(FlexpipeError):
     """Raised when settings are inconsistent or unusable."""
+
+
+class SchemaOutOfDate(ConfigurationError):
+    """Raised when flexpipe's tables are missing or behind and cannot be brought up to date."""
 
 
 class JobNotFound(FlexpipeError):

@@ -144,5 +144,5 @@ def upgrade() -> None:
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    run_upgrade(settings.db_url)
+    run_upgrade(settings.db_url, schema=settings.db_schema)
     console.print(f"database is up to date ({safe_url(settings.db_url)})", highlight=False)

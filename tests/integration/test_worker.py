@@ -88,3 +88,35 @@ def test_a_worker_whose_beat_dies_exits_non_zero(tmp_path: Path, redis_server: s
     assert code != 0, log
     assert "this beat dies on purpose" in log
     assert "the embedded beat died" in log
+
+
+def test_embedded_defaults_need_no_db_upgrade(tmp_path: Path, emulator: str) -> None:
+    """``flexpipe worker --beat`` then ``flexpipe submit --wait`` in a fresh folder, with no
+    ``flexpipe db upgrade``: the SQLite database brings its own schema up to date."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEXPIPE_")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        FLEXPIPE_API_KEY="sk-test-not-a-real-key",
+        FLEXPIPE_API_BASE_URL=emulator + "/v1",
+        FLEXPIPE_TIME_SCALE="0.01",
+        FLEXPIPE_DEADLINE_FLEX="360000",
+    )
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flexpipe.cli", "worker", "--beat", "-c", "1"],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "flexpipe.cli", "submit", "The ferry timetable changes.",
+             "--wait", "--timeout", "90"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, (done.stderr, log_path.read_text(errors="replace"))
+        assert "ferry" in done.stdout.lower()
+        assert proc.poll() is None, log_path.read_text(errors="replace")
+    finally:
+        _stop(proc)
+    assert "no such table" not in log_path.read_text(errors="replace")
