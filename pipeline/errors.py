@@ -10,6 +10,7 @@ do from the class alone::
     ├── ConfigurationError           bad settings at start-up
     │   └── SchemaOutOfDate          flexpipe's tables are missing, old, or cannot migrate
     ├── JobNotFound                  no job with that id
+    │   └── AmbiguousId              an id prefix that more than one job (or bulk) has
     ├── DatabaseError                the database refused or could not run a statement
     │   ├── DatabaseUnavailable      try again later: away, read-only, full, busy, locked
     │   └── DatabaseRejected         trying again cannot help: the statement is wrong
@@ -108,6 +109,10 @@ class ConstraintViolated(DatabaseRejected):
 
 class InvalidWebhook(FlexpipeError):
     """Raised when a webhook's signature, timestamp or body does not verify."""
+
+
+class AmbiguousId(JobNotFound):
+    """Raised when a shortened id matches more than one job or bulk job; type more of it."""
 
 
 class ProviderError(FlexpipeError):
