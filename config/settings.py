@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(5.0, gt=0)
     #: How often a worker checks that its embedded beat (``--beat``) is still alive.
     beat_watch_interval: float = Field(1.0, gt=0)
+    #: ``flexpipe doctor``: a sweeper heartbeat older than this (or 3 sweep intervals,
+    #: whichever is longer) means no beat is sweeping.
+    beat_stale_after: float = Field(30.0, gt=0)
+    #: ``flexpipe doctor``: how long to wait for the broker and for workers to answer.
+    doctor_timeout: float = Field(2.0, gt=0)
     poll_overdue_after: float = Field(60.0, gt=0)
     submit_stale_after: float = Field(120.0, gt=0)
     callback_overdue_after: float = Field(30.0, gt=0)
