@@ -6,6 +6,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from flexpipe.errors import ConstraintViolated
 from flexpipe.schema import heartbeats
 from flexpipe.store.engine import Database
 from flexpipe.store.rows import aware
@@ -26,7 +27,10 @@ class Heartbeats(Database):
         try:
             with self.engine.begin() as conn:
                 conn.execute(heartbeats.insert().values(name=name, **values))
-        except sa.exc.IntegrityError:  # another process inserted it first: update instead
+        except (
+            sa.exc.IntegrityError,
+            ConstraintViolated,
+        ):  # another process inserted it first: update instead
             with self.engine.begin() as conn:
                 conn.execute(heartbeats.update().where(heartbeats.c.name == name).values(**values))
 
