@@ -16,11 +16,11 @@ from tests.integration.stack import ROOT, Stack
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["services", "services-rabbitmq"])
 def running(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, emulator: str
 ) -> Stack:
-    return make_stack(request, tmp_path_factory, "services", emulator)
+    return make_stack(request, tmp_path_factory, request.param, emulator)
 
 
 def _doctor(stack: Stack) -> subprocess.CompletedProcess[str]:
