@@ -133,7 +133,7 @@ def rabbitmq_config(settings: Settings) -> dict[str, Any]:
             "task_default_routing_key": None,
             "task_default_queue_type": "classic",
         }
-    from kombu import Queue
+    from kombu.entity import Queue
 
     from flexpipe.config import rabbitmq
 
@@ -141,7 +141,7 @@ def rabbitmq_config(settings: Settings) -> dict[str, Any]:
 
     quorum = {"x-queue-type": "quorum"}
     queues = [
-        Queue(name, _topic(name), routing_key=name, queue_arguments=quorum)
+        Queue(name, _topic(name), routing_key=name, queue_arguments=quorum)  # type: ignore[no-untyped-call]
         # Not the callback queue: it belongs to whoever consumes it (a host's "celery" queue
         # is classic, and redeclaring it as quorum would fail).
         for name in (settings.queue, settings.poll_queue)
@@ -159,9 +159,9 @@ def rabbitmq_config(settings: Settings) -> dict[str, Any]:
 
 
 def _topic(queue: str) -> Any:
-    from kombu import Exchange
+    from kombu.entity import Exchange
 
-    return Exchange(f"{queue}.topic", type="topic")
+    return Exchange(f"{queue}.topic", type="topic")  # type: ignore[no-untyped-call]
 
 
 #: The host's Celery app that runs flexpipe's tasks, once :func:`flexpipe.tasks.register`
