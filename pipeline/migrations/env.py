@@ -1,8 +1,8 @@
 """Alembic environment: runs migrations online against ``sqlalchemy.url``.
 
 flexpipe's revisions live in their own version table (``flexpipe_alembic_version``), and
-its tables in the PostgreSQL schema given as the ``schema`` attribute, if any (through
-``schema_translate_map``), so a host's Alembic never sees them.
+its tables in the PostgreSQL schema given as the ``schema`` attribute, if any (first on
+the migration connection's ``search_path``), so a host's Alembic never sees them.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ def _migrate(connection: sa.Connection) -> None:
     schema: str | None = config.attributes.get("schema")
     if schema:
         connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+        # search_path, not schema_translate_map: Alembic renders its own ALTER statements
+        # (add_column and the like) with the names as written, which the map never sees.
+        quoted = connection.dialect.identifier_preparer.quote_schema(schema)
+        connection.exec_driver_sql(f"SET search_path TO {quoted}")
         connection.commit()
-        connection = connection.execution_options(schema_translate_map={None: schema})
     adopt_legacy_version(connection, schema)
     connection.commit()
     options: dict[str, Any] = {
