@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery, signals
 
 from flexpipe.config import kombu_redis, redis_memory, worker_exit
+from flexpipe.config.beat import BeatWatch
 from flexpipe.config.settings import Settings, get_settings, on_configure
 from flexpipe.errors import ConfigurationError
 
@@ -118,7 +119,56 @@ def broker_config(settings: Settings) -> dict[str, Any]:
             "flexpipe.config.broker:Transport" if settings.embedded_broker else None
         ),
         "broker_transport_options": broker_options(settings),
+        **rabbitmq_config(settings),
     }
+
+
+def rabbitmq_config(settings: Settings) -> dict[str, Any]:
+    """On RabbitMQ: quorum queues (replicated, survive a node restart) and Celery's native
+    delayed delivery, so a countdown (a poll's wait, a retry's backoff) waits in RabbitMQ,
+    not unacked in a worker's memory, where RabbitMQ's ``consumer_timeout`` (30 min) would
+    close the channel and a worker restart would redeliver it early. Native delayed
+    delivery needs topic exchanges, so each queue gets one (``<queue>.topic``: an app that
+    sends by name declares the direct exchange of the queue's own name, which must differ).
+    """
+    if not settings.broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+        # Celery's defaults, so configuring another broker after RabbitMQ undoes it.
+        return {
+            "task_queues": None,
+            "task_default_exchange": None,
+            "task_default_exchange_type": "direct",
+            "task_default_routing_key": None,
+            "task_default_queue_type": "classic",
+        }
+    from kombu.entity import Queue
+
+    from flexpipe.config import rabbitmq
+
+    rabbitmq.install()  # countdowns under a second (see config/rabbitmq.py)
+
+    quorum = {"x-queue-type": "quorum"}
+    queues = [
+        Queue(name, _topic(name), routing_key=name, queue_arguments=quorum)  # type: ignore[no-untyped-call]
+        # Not the callback queue: it belongs to whoever consumes it (a host's "celery" queue
+        # is classic, and redeclaring it as quorum would fail).
+        for name in (settings.queue, settings.poll_queue)
+    ]
+    return {
+        "task_queues": queues,
+        "task_default_exchange": _topic(settings.queue).name,
+        "task_default_exchange_type": "topic",
+        "task_default_routing_key": settings.queue,
+        "task_default_queue_type": "quorum",
+        "broker_native_delayed_delivery_queue_type": "quorum",
+        "worker_detect_quorum_queues": True,
+        "broker_transport_options": {"confirm_publish": True},
+    }
+
+
+def _topic(queue: str) -> Any:
+    from kombu.entity import Exchange
+
+    return Exchange(f"{queue}.topic", type="topic")  # type: ignore[no-untyped-call]
 
 
 #: The host's Celery app that runs flexpipe's tasks, once :func:`flexpipe.tasks.register`
@@ -145,6 +195,11 @@ def configure(celery_app: Celery, settings: Settings) -> Celery:
     amqp = celery_app.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None
+        # Queue declarations are cached from the first publish; another broker (RabbitMQ's
+        # quorum queues, or back) needs them built again from the new configuration.
+        for cached in ("queues", "default_queue", "default_exchange", "router"):
+            amqp.__dict__.pop(cached, None)
+        amqp._rtable = None
     celery_app.conf.update(celery_config(settings))
     return celery_app
 
@@ -154,6 +209,7 @@ def configure(celery_app: Celery, settings: Settings) -> Celery:
 #: configuration is read from the settings when first needed, not at import.
 app = Celery("flexpipe", set_as_current=False)
 app.add_defaults(lambda: celery_config(get_settings()))
+app.steps["worker"].add(BeatWatch)
 
 
 @on_configure

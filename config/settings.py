@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     #: PostgreSQL: seconds to wait for a connection, and the longest any statement may run.
     db_connect_timeout: float = Field(10.0, gt=0)
     db_statement_timeout: float = Field(60.0, gt=0)
+    #: A PostgreSQL schema for flexpipe's tables (created by ``flexpipe db upgrade``), so
+    #: they and their version table never meet a host's. Table names are ``flexpipe_*``.
+    db_schema: str | None = None
     broker_url: str = "filesystem://"
 
     # Queues and Celery
@@ -154,6 +157,13 @@ class Settings(BaseSettings):
     # Sweeper (beat). These are about the infrastructure (how late a message may be when
     # queues are backed up), not the provider, so time_scale does not apply to them.
     sweep_interval: float = Field(5.0, gt=0)
+    #: How often a worker checks that its embedded beat (``--beat``) is still alive.
+    beat_watch_interval: float = Field(1.0, gt=0)
+    #: ``flexpipe doctor``: a sweeper heartbeat older than this (or 3 sweep intervals,
+    #: whichever is longer) means no beat is sweeping.
+    beat_stale_after: float = Field(30.0, gt=0)
+    #: ``flexpipe doctor``: how long to wait for the broker and for workers to answer.
+    doctor_timeout: float = Field(2.0, gt=0)
     poll_overdue_after: float = Field(60.0, gt=0)
     submit_stale_after: float = Field(120.0, gt=0)
     callback_overdue_after: float = Field(30.0, gt=0)
@@ -186,6 +196,15 @@ class Settings(BaseSettings):
             make_url(value).get_dialect()
         except (ArgumentError, NoSuchModuleError, ValueError) as exc:
             raise ValueError(f"not a database URL SQLAlchemy can use ({exc})") from None
+        return value
+
+    @field_validator("db_schema")
+    @classmethod
+    def _db_schema(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
+            raise ValueError("must be a plain identifier such as flexpipe")
         return value
 
     @field_validator("api_base_url")
@@ -228,6 +247,11 @@ class Settings(BaseSettings):
             )
         if self.poll_min_delay > self.poll_max_delay:
             raise ValueError("FLEXPIPE_POLL_MIN_DELAY must not exceed FLEXPIPE_POLL_MAX_DELAY")
+        if self.db_schema and not self.db_url.startswith("postgresql"):
+            raise ValueError(
+                "FLEXPIPE_DB_SCHEMA needs a PostgreSQL FLEXPIPE_DATABASE_URL (SQLite has no "
+                "schemas; give flexpipe a database file of its own instead)"
+            )
         if self.classify_schedule and not self.classify_job:
             raise ValueError(
                 "FLEXPIPE_CLASSIFY_SCHEDULE is set but FLEXPIPE_CLASSIFY_JOB (the dotted path "

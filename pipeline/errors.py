@@ -8,7 +8,9 @@ do from the class alone::
     ├── ValidationError              bad request at enqueue time (names the field)
     │   └── IdempotencyConflict      an idempotency key reused for another request
     ├── ConfigurationError           bad settings at start-up
+    │   └── SchemaOutOfDate          flexpipe's tables are missing, old, or cannot migrate
     ├── JobNotFound                  no job with that id
+    │   └── AmbiguousId              an id prefix that more than one job (or bulk) has
     ├── DatabaseError                the database refused or could not run a statement
     │   ├── DatabaseUnavailable      try again later: away, read-only, full, busy, locked
     │   └── DatabaseRejected         trying again cannot help: the statement is wrong
@@ -64,6 +66,10 @@ class ConfigurationError(FlexpipeError):
     """Raised when settings are inconsistent or unusable."""
 
 
+class SchemaOutOfDate(ConfigurationError):
+    """Raised when flexpipe's tables are missing or behind and cannot be brought up to date."""
+
+
 class JobNotFound(FlexpipeError):
     """Raised when no job has the given id."""
 
@@ -103,6 +109,10 @@ class ConstraintViolated(DatabaseRejected):
 
 class InvalidWebhook(FlexpipeError):
     """Raised when a webhook's signature, timestamp or body does not verify."""
+
+
+class AmbiguousId(JobNotFound):
+    """Raised when a shortened id matches more than one job or bulk job; type more of it."""
 
 
 class ProviderError(FlexpipeError):

@@ -8,7 +8,9 @@ finishes each one, so its completion callback fires exactly once;
 ``flexpipe_webhook_events`` remembers each webhook delivery by its ``webhook-id`` (a
 provider delivers again until it gets a 2xx), and holds an event that came before its
 job's response id was recorded until the job is found;
-``flexpipe_receivers`` lists the callback queues whose workers record receipts.
+``flexpipe_receivers`` lists the callback queues whose workers record receipts;
+``flexpipe_heartbeats`` keeps one row per periodic duty (the sweeper) saying when, where
+and by whom it last ran, so ``flexpipe doctor`` can tell a beat that stopped.
 """
 
 from __future__ import annotations
@@ -177,4 +179,14 @@ receivers = Table(
     metadata,
     Column("queue", String(255), primary_key=True),
     Column("seen_at", UtcDateTime, nullable=False),
+)
+
+heartbeats = Table(
+    "flexpipe_heartbeats",
+    metadata,
+    #: What beats: ``sweeper``.
+    Column("name", String(64), primary_key=True),
+    Column("beat_at", UtcDateTime, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
 )

@@ -214,8 +214,10 @@ def _fingerprint(request: dict[str, Any], callback: Any, escalate: bool) -> str:
 
 
 def get_bulk(bulk_id: str) -> Bulk:
-    """A bulk job's progress. Raises :class:`JobNotFound` for an unknown id."""
-    bulk = runtime().store.get_bulk(bulk_id)
+    """A bulk job's progress. ``bulk_id`` may be any unique prefix of 8 or more
+    characters. Raises :class:`JobNotFound` for an unknown id."""
+    store = runtime().store
+    bulk = store.get_bulk(store.resolve_bulk_id(bulk_id))
     if bulk is None:
         raise JobNotFound(f"no bulk job with id {bulk_id!r}")
     return bulk
@@ -316,16 +318,19 @@ def callback_allowed(name: str, patterns: Sequence[str]) -> bool:
 
 
 def get(job_id: str) -> JobView:
-    """The job and its result (if finished). Raises :class:`JobNotFound`."""
+    """The job and its result (if finished). ``job_id`` may be any unique prefix of 8 or
+    more characters, as in git. Raises :class:`JobNotFound` (:class:`AmbiguousId` when a
+    prefix matches several jobs)."""
     store = runtime().store
-    job = store.require_job(job_id)
-    result = store.get_result(job_id) if job.terminal else None
+    job = store.require_job(store.resolve_job_id(job_id))
+    result = store.get_result(job.id) if job.terminal else None
     return JobView(job, result)
 
 
 def wait(job_id: str, timeout: float = 60.0, interval: float = 0.2) -> JobView:
     """Block until the job is terminal (reading SQL); raises ``TimeoutError`` after ``timeout``."""
     end = time.monotonic() + timeout
+    job_id = runtime().store.resolve_job_id(job_id)
     while True:
         view = get(job_id)
         if view.terminal:
@@ -340,7 +345,7 @@ def cancel(job_id: str) -> JobView:
     from flexpipe.tasks.steps import follow
 
     rt = runtime()
-    rt.store.require_job(job_id)
+    job_id = rt.store.require_job(rt.store.resolve_job_id(job_id)).id
     follow(job_id, rt.flow.cancel(job_id))
     return get(job_id)
 
@@ -353,7 +358,8 @@ def retry(job_id: str) -> int:
     """Resubmit a failed, expired, cancelled or incomplete job as a new attempt of the same
     job (its history stays in the attempts table); return the new attempt number."""
     rt = runtime()
-    job = rt.store.require_job(job_id)
+    job = rt.store.require_job(rt.store.resolve_job_id(job_id))
+    job_id = job.id
     attempt = rt.store.restart(job_id, reason="redriven", only_from=REDRIVABLE)
     if attempt is None:
         raise ValidationError(

@@ -108,6 +108,7 @@ def results(bulk_id: str) -> list[Item]:
     label or summary; before that, unfinished items have their live status and no output.
     """
     store = runtime().store
+    bulk_id = store.resolve_bulk_id(bulk_id)
     if store.get_bulk(bulk_id) is None:
         raise JobNotFound(f"no bulk job with id {bulk_id!r}")
     items = [_item(job, result) for job, result in store.bulk_items(bulk_id)]

@@ -45,7 +45,12 @@ def runtime() -> Runtime:
 
 def _build(settings: Settings) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.from_url(settings.db_url, **settings.engine_options())
+    store = Store.from_url(settings.db_url, schema=settings.db_schema, **settings.engine_options())
+    try:
+        store.ensure_schema()
+    except Exception:
+        store.dispose()
+        raise
     client = FlexClient(
         settings.api_base_url,
         settings.api_key.get_secret_value(),

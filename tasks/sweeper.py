@@ -10,6 +10,8 @@ and then forgets deliveries older than the dedupe window.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections import defaultdict
 from typing import Any
 
@@ -105,6 +107,7 @@ def sweep() -> dict[str, int]:
     if settings.broker_url.startswith(redis_memory.REDIS_SCHEMES):
         redis_memory.warn_if_full(settings.broker_url, settings.redis_memory_warn)
 
+    store.beat("sweeper", socket.gethostname(), os.getpid())  # for flexpipe doctor
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts

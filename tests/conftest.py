@@ -86,6 +86,19 @@ def redis_server() -> str:
 
 
 @pytest.fixture(scope="session")
+def rabbitmq_server() -> str:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1) as conn:
+            conn.sendall(b"AMQP\x00\x00\x09\x01")
+            alive = conn.recv(8) != b""
+    except OSError:
+        alive = False
+    if not alive:
+        service_missing("RabbitMQ at 127.0.0.1:5672")
+    return "amqp://guest:guest@127.0.0.1:5672"
+
+
+@pytest.fixture(scope="session")
 def postgres_server() -> str:
     import sqlalchemy as sa
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from flexpipe.cli import bulk, demo, jobs, services, webhooks  # noqa: F401  (each adds its commands)
+from flexpipe.cli import bulk, demo, doctor, jobs, services, webhooks  # noqa: F401  (each adds its commands)
 from flexpipe.cli.group import cli, err_console
 from flexpipe.errors import FlexpipeError
 

@@ -140,18 +140,26 @@ def _print_result(view: Any, *, as_json: bool) -> None:
 @click.option("--status", "status_", help="Only jobs with this status.")
 @click.option("--limit", default=20, show_default=True, help="How many jobs.")
 def list_jobs(status_: str | None, limit: int) -> None:
-    """List recent jobs."""
+    """List recent jobs, each id shortened to its shortest unique prefix (8 or more
+    characters; every command that takes a job id takes it)."""
     from flexpipe.states import JobStatus
     from flexpipe.tasks.runtime import runtime
 
     if status_ and status_ not in {s.value for s in JobStatus}:
         fail(f"--status must be one of {', '.join(s.value for s in JobStatus)}")
-    jobs = runtime().store.list_jobs(status=status_, limit=limit)
-    table = Table("job", "status", "model", "tier", "polls", "created", "error")
+    store = runtime().store
+    jobs = store.list_jobs(status=status_, limit=limit)
+    short = store.short_ids(job.id for job in jobs)
+    width = max((len(s) for s in short.values()), default=8)
+    table = Table()
+    # The id is never cut: a cut id is one nobody can type back.
+    table.add_column("job", no_wrap=True, min_width=width)
+    for header in ("status", "model", "tier", "polls", "created", "error"):
+        table.add_column(header)
     for job in jobs:
         error = f"{job.error_code}: {job.error_message}" if job.error_code else ""
         table.add_row(
-            job.id,
+            short[job.id],
             job.status.value,
             job.request.model,
             job.request.service_tier,

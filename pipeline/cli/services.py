@@ -16,7 +16,10 @@ from flexpipe.cli.group import cli, console, fail
 @click.option("--concurrency", "-c", type=int, help="Worker processes.")
 @click.option("--loglevel", "-l", default="info", show_default=True)
 def worker(beat: bool, concurrency: int | None, loglevel: str) -> None:
-    """Run a Celery worker on flexpipe's queues."""
+    """Run a Celery worker on flexpipe's queues (with ``--beat``: exits if its beat dies)."""
+    from flexpipe.config.settings import get_settings
+
+    get_settings().data_dir.mkdir(parents=True, exist_ok=True)
     os.execvp(sys.executable, worker_command(beat=beat, concurrency=concurrency, loglevel=loglevel))
 
 
@@ -141,5 +144,5 @@ def upgrade() -> None:
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    run_upgrade(settings.db_url)
+    run_upgrade(settings.db_url, schema=settings.db_schema)
     console.print(f"database is up to date ({safe_url(settings.db_url)})", highlight=False)

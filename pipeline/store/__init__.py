@@ -3,9 +3,10 @@
 :class:`Store` is composed from one part per concern, each a module here: the
 connection (:mod:`.engine`), the prebuilt statements (:mod:`.statements`), job writes
 (:mod:`.jobs`), job reads (:mod:`.reads`), bulk jobs (:mod:`.bulks`), the sweeper's claims
-(:mod:`.sweeps`), webhook events (:mod:`.webhooks`), callback receipts (:mod:`.receipts`)
-and the mapping of rows to the core's dataclasses (:mod:`.rows`). Every method is one
-short transaction, and the same code runs on SQLite (the default) and PostgreSQL.
+(:mod:`.sweeps`), webhook events (:mod:`.webhooks`), callback receipts (:mod:`.receipts`),
+heartbeats of periodic duties (:mod:`.heartbeats`) and the mapping of rows to the core's
+dataclasses (:mod:`.rows`). Every method is one short transaction, and the same code runs
+on SQLite (the default) and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from flexpipe.store.bulks import Bulks
 from flexpipe.store.engine import TRANSIENT_DB_ERRORS, make_engine, retrying, safe_url
+from flexpipe.store.heartbeats import Heartbeats
 from flexpipe.store.jobs import JobWrites
 from flexpipe.store.reads import JobReads
 from flexpipe.store.receipts import Receipts
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 
-class Store(JobWrites, JobReads, Bulks, Sweeps, Webhooks, Receipts):
+class Store(JobWrites, JobReads, Bulks, Sweeps, Webhooks, Receipts, Heartbeats):
     """Reads and writes jobs and results; every method is one short transaction."""
 
     @classmethod

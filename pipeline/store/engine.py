@@ -131,11 +131,16 @@ def retrying(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, schema: str | None = None, **kwargs: Any) -> Engine:
     """Create an engine that translates driver errors (see the module docstring); SQLite
-    gets WAL and a busy timeout so several processes can share it."""
+    gets WAL and a busy timeout so several processes can share it.
+
+    ``schema``: a PostgreSQL schema flexpipe's tables live in (``schema_translate_map``).
+    """
     engine = _make_engine(url, **kwargs)
     sa.event.listen(engine, "handle_error", _translate)
+    if schema:
+        return engine.execution_options(schema_translate_map={None: schema})
     return engine
 
 
@@ -182,9 +187,23 @@ class Database:
     def now(self) -> datetime:
         return self._clock()
 
+    @property
+    def schema(self) -> str | None:
+        """The PostgreSQL schema flexpipe's tables live in (None: the default one)."""
+        mapping = self.engine.get_execution_options().get("schema_translate_map") or {}
+        schema: str | None = mapping.get(None)
+        return schema
+
     def create_tables(self) -> None:
         """Create the tables directly (tests); production uses ``flexpipe db upgrade``."""
         metadata.create_all(self.engine)
+
+    def ensure_schema(self) -> None:
+        """Bring the tables up to date on SQLite, or raise
+        :class:`~flexpipe.errors.SchemaOutOfDate` on a server where they are not."""
+        from flexpipe.migrations import ensure_schema
+
+        ensure_schema(self.engine, self.schema)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from flexpipe.errors import JobNotFound
+from flexpipe.errors import AmbiguousId, JobNotFound
 from flexpipe.models import Job, Result
-from flexpipe.schema import attempts, jobs, results
+from flexpipe.schema import attempts, bulks, jobs, results
 from flexpipe.states import JobStatus
 from flexpipe.store.engine import Database
 from flexpipe.store.rows import aware, to_job, to_result
 from flexpipe.store.statements import GAVE_UP, GET_JOB, IN_FLIGHT_VALUES
+
+#: The fewest characters of an id that are taken as a prefix of one (as in git).
+MIN_PREFIX = 8
+ID_LENGTH = 32
+_PREFIX = re.compile(rf"[0-9a-f]{{{MIN_PREFIX},{ID_LENGTH - 1}}}")
 
 
 class JobReads(Database):
@@ -30,6 +36,55 @@ class JobReads(Database):
         if job is None:
             raise JobNotFound(f"no job with id {job_id!r}")
         return job
+
+    def resolve_job_id(self, given: str) -> str:
+        """The full id of the one job whose id starts with ``given`` (at least
+        :data:`MIN_PREFIX` characters); ``given`` itself when it is no such prefix.
+        Raises :class:`AmbiguousId` when several jobs match."""
+        return self._resolve(jobs, given, "job")
+
+    def resolve_bulk_id(self, given: str) -> str:
+        """Like :meth:`resolve_job_id`, for bulk jobs."""
+        return self._resolve(bulks, given, "bulk job")
+
+    def _resolve(self, table: sa.Table, given: str, what: str) -> str:
+        prefix = given.strip().lower()
+        if not _PREFIX.fullmatch(prefix):
+            return given
+        # A range on the primary key (its index), not LIKE, which PostgreSQL cannot index
+        # outside the C collation; ids are lowercase hex of one length.
+        query = (
+            sa.select(table.c.id)
+            .where(
+                table.c.id >= prefix.ljust(ID_LENGTH, "0"),
+                table.c.id <= prefix.ljust(ID_LENGTH, "f"),
+            )
+            .limit(101)
+        )
+        with self.engine.connect() as conn:
+            found = [row[0] for row in conn.execute(query) if row[0].startswith(prefix)]
+        if not found:
+            return given
+        if len(found) > 1:
+            count = "more than 100" if len(found) > 100 else str(len(found))
+            raise AmbiguousId(
+                f"{what} id {given!r} is ambiguous: {count} {what}s start with it; "
+                "type more of the id"
+            )
+        match: str = found[0]
+        return match
+
+    def short_ids(self, ids: Iterable[str]) -> dict[str, str]:
+        """Each job id shortened to its shortest unique prefix, at least :data:`MIN_PREFIX`
+        characters (from its neighbours in id order, two index reads each)."""
+        shortened = {}
+        with self.engine.connect() as conn:
+            for job_id in ids:
+                before = conn.execute(sa.select(sa.func.max(jobs.c.id)).where(jobs.c.id < job_id))
+                after = conn.execute(sa.select(sa.func.min(jobs.c.id)).where(jobs.c.id > job_id))
+                shared = max(_common(job_id, before.scalar()), _common(job_id, after.scalar()))
+                shortened[job_id] = job_id[: max(MIN_PREFIX, shared + 1)]
+        return shortened
 
     def get_result(self, job_id: str) -> Result | None:
         with self.engine.connect() as conn:
@@ -109,3 +164,15 @@ class JobReads(Database):
             query = query.where(jobs.c.finished_at >= since)
         with self.engine.connect() as conn:
             return [row.id for row in conn.execute(query)]
+
+
+def _common(a: str, b: str | None) -> int:
+    """How many leading characters ``a`` and ``b`` share."""
+    if b is None:
+        return 0
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -33,7 +33,10 @@ def openai_emulator() -> Iterator[str]:
 def _backend_urls(request: pytest.FixtureRequest, backend: str, tmp: Path) -> tuple[str, str]:
     if backend == "embedded":
         return f"sqlite:///{tmp / 'flexpipe.db'}", "filesystem://"
-    redis_url = request.getfixturevalue("redis_server")
+    if backend == "services-rabbitmq":
+        broker_url = rabbitmq_vhost(request)
+    else:
+        broker_url = f"{request.getfixturevalue('redis_server')}/0"
     postgres = request.getfixturevalue("postgres_server")
     name = f"flexpipe_{uuid.uuid4().hex[:12]}"
     import sqlalchemy as sa
@@ -43,7 +46,24 @@ def _backend_urls(request: pytest.FixtureRequest, backend: str, tmp: Path) -> tu
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     request.addfinalizer(lambda: _drop_database(postgres, name))
-    return postgres.rsplit("/", 1)[0] + f"/{name}", f"{redis_url}/0"
+    return postgres.rsplit("/", 1)[0] + f"/{name}", broker_url
+
+
+def rabbitmq_vhost(request: pytest.FixtureRequest) -> str:
+    """A vhost of its own on the shared RabbitMQ (deleted afterwards), so tests never see
+    each other's queues and leave the server as they found it."""
+    request.getfixturevalue("rabbitmq_server")
+    vhost = f"flexpipe-{uuid.uuid4().hex[:12]}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    request.addfinalizer(lambda: rabbitmqctl("delete_vhost", vhost))
+    return f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+
+
+def rabbitmqctl(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
 def _drop_database(admin_url: str, name: str) -> None:

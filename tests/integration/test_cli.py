@@ -49,7 +49,7 @@ def test_submit_wait_status_result_and_list(live: Stack) -> None:
     assert result["status"] == "completed" and "tram" in result["output_text"].lower()
     assert result["usage"]["total_tokens"] > 0
     listing = flexpipe(live, "list", "--limit", "5")
-    assert listing.returncode == 0 and job_id in listing.stdout
+    assert listing.returncode == 0 and job_id[:8] in listing.stdout
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ def test_retry_resubmits_a_failed_job_as_a_new_attempt(live: Stack) -> None:
     live.wait_terminal([job_id])
     assert api.get(job_id).job.status.value == "failed"
     listing = flexpipe(live, "list", "--status", "failed", "--limit", "50")
-    assert job_id in listing.stdout
+    assert job_id[:8] in listing.stdout
     live.emulator("/_emulator/faults", {"fail_rate": 0.0})
     redo = flexpipe(live, "retry", job_id)
     assert redo.returncode == 0 and "attempt 2" in redo.stdout, redo.stderr
@@ -134,3 +134,30 @@ def test_bulk_wait_and_status(live: Stack) -> None:
     assert "5 completed, 0 failed" in waited.stdout
     status = flexpipe(live, "bulk", "status", bulk_id)
     assert status.returncode == 0 and "notes" in status.stdout
+
+
+def test_list_prints_ids_that_fit_80_columns_and_can_be_typed_back(live: Stack) -> None:
+    from flexpipe.tasks import api
+
+    job_id = api.enqueue("A note on the harbour's new crane.")
+    bulk_id = api.enqueue_many(["First item.", "Second item."], name="typed")
+    live.wait_terminal([job_id])
+    listing = flexpipe(live, "list", "--limit", "5", env={"COLUMNS": "80"})
+    assert listing.returncode == 0, listing.stderr
+    assert all(len(line) <= 80 for line in listing.stdout.splitlines()), listing.stdout
+    assert job_id not in listing.stdout
+    shown = [word for line in listing.stdout.splitlines() for word in line.split()
+             if len(word) >= 8 and job_id.startswith(word)]
+    assert shown, listing.stdout
+    prefix = shown[0]
+    assert 8 <= len(prefix) < 32
+    status = flexpipe(live, "status", prefix)
+    assert status.returncode == 0 and job_id in status.stdout, status.stderr
+    result = json.loads(flexpipe(live, "result", prefix, "--json").stdout)
+    assert result["job_id"] == job_id
+    assert api.get(job_id[:10]).id == job_id
+    waited = flexpipe(live, "bulk", "wait", bulk_id[:8], "--timeout", "60")
+    assert waited.returncode == 0, waited.stderr
+    assert flexpipe(live, "bulk", "status", bulk_id[:8]).returncode == 0
+    rows = flexpipe(live, "bulk", "results", bulk_id[:8]).stdout.splitlines()
+    assert len(rows) == 2

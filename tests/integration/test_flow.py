@@ -1,5 +1,6 @@
-"""The whole flow with a real worker, on real Redis + PostgreSQL and on the embedded
-defaults, against the emulator over HTTP. Counts come from SQL and the emulator's stats."""
+"""The whole flow with a real worker, on real Redis + PostgreSQL, on RabbitMQ + PostgreSQL
+(quorum queues, native delayed delivery) and on the embedded defaults, against the
+emulator over HTTP. Counts come from SQL and the emulator's stats."""
 
 from __future__ import annotations
 
@@ -11,9 +12,18 @@ import pytest
 
 from flexpipe.states import JobStatus
 from tests.integration import callbacks
+from tests.integration.conftest import make_stack
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", params=["services", "services-rabbitmq", "embedded"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, emulator: str
+) -> Stack:
+    """This module's stack: the broker matters to the flow, so RabbitMQ too."""
+    return make_stack(request, tmp_path_factory, request.param, emulator)
 
 DOC = (
     "The Harbour Board met on Tuesday to approve a new ferry timetable. "
@@ -205,6 +215,10 @@ def test_apps_can_enqueue_by_task_name_without_importing_flexpipe(live: Stack) -
 
         other.conf.broker_transport_options = broker_options(get_settings())
         other.conf.broker_transport = "flexpipe.config.broker:Transport"
+    if live.env["FLEXPIPE_BROKER_URL"].startswith("amqp"):
+        # flexpipe's queues are quorum queues on RabbitMQ; a sender that declares them
+        # must say so (docs/deploy.md).
+        other.conf.task_create_missing_queue_type = "quorum"
     other.send_task(
         "flexpipe.enqueue",
         kwargs={"input": DOC, "idempotency_key": "by-name-1", "metadata": {"src": "other"}},

@@ -269,3 +269,22 @@ def test_latency_samples_by_submit_time_with_waiting_jobs(tmp_path) -> None:
     assert (sorted(finished), waiting) == ([5.25, 40.5], [])
     assert store.latency_samples("other", "flex") == ([], [])
     store.dispose()
+
+
+def test_ids_people_can_type(store: Store) -> None:
+    """Any unique prefix of 8 or more characters stands for a job id, as in git."""
+    import pytest
+
+    from flexpipe.errors import AmbiguousId
+
+    ids = ["abcdef12" + "0" * 24, "abcdef12" + "1" * 24, "1234567890" + "a" * 22]
+    for job_id in ids:
+        store.add_job(NewJob(request=build_request("hi", model="m"), id=job_id))
+    assert store.resolve_job_id("12345678") == ids[2]
+    assert store.resolve_job_id("ABCDEF121") == ids[1]
+    assert store.resolve_job_id(ids[0]) == ids[0]
+    assert store.resolve_job_id("1234567") == "1234567"  # too short to be a prefix
+    assert store.resolve_job_id("99999999") == "99999999"  # no match: the caller's not found
+    with pytest.raises(AmbiguousId, match="'abcdef12' is ambiguous: 2 jobs start with it"):
+        store.resolve_job_id("abcdef12")
+    assert store.short_ids(ids) == {ids[0]: "abcdef120", ids[1]: "abcdef121", ids[2]: "12345678"}
