@@ -10,7 +10,7 @@ import importlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -148,18 +148,25 @@ def enqueue_many(
     signature) is sent with the bulk id exactly once, when the last item ends, whatever
     order they end in. Every item is validated before anything is written: a bad one
     raises :class:`ValidationError` naming it (``requests[3].model: ...``).
+
+    ``requests`` is read as a stream, inside the one transaction that writes the bulk, so
+    a generator over a file of any length costs the memory of one chunk of rows.
     """
-    jobs = []
-    for position, item in enumerate(requests):
-        kwargs = {**defaults, **({"input": item} if isinstance(item, str) else dict(item))}
-        try:
-            jobs.append(prepare(**kwargs))
-        except ValidationError as exc:
-            raise ValidationError(f"requests[{position}].{exc.field}", exc.reason) from None
-        except TypeError as exc:
-            raise ValidationError(f"requests[{position}]", str(exc)) from None
+
+    def prepared() -> Iterator[NewJob]:
+        for position, item in enumerate(requests):
+            kwargs = {**defaults, **({"input": item} if isinstance(item, str) else dict(item))}
+            try:
+                job = prepare(**kwargs)
+            except ValidationError as exc:
+                raise ValidationError(f"requests[{position}].{exc.field}", exc.reason) from None
+            except TypeError as exc:
+                raise ValidationError(f"requests[{position}]", str(exc)) from None
+            yield job
+
     rt = runtime()
-    bulk_id, pairs = rt.store.add_bulk(jobs, name=name, on_complete=resolve_callback(on_complete))
+    callback = resolve_callback(on_complete)
+    bulk_id, pairs = rt.store.add_bulk(prepared(), name=name, on_complete=callback)
     publish_submits([job_id for job_id, created in pairs if created])
     return bulk_id
 
