@@ -15,8 +15,10 @@ from celery import Task, signals
 from flexpipe.config.celery import app
 from flexpipe.flow import Next, callback_id
 from flexpipe.store import TRANSIENT_DB_ERRORS
-from flexpipe.tasks import delivery
-from flexpipe.tasks import messages  # noqa: F401  (names the ids in every message's argsrepr)
+from flexpipe.tasks import (
+    delivery,
+    messages,  # noqa: F401  (names the ids in every message's argsrepr)
+)
 from flexpipe.tasks.runtime import runtime
 
 log = logging.getLogger("flexpipe.tasks")
