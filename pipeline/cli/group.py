@@ -44,13 +44,13 @@ class FlexpipeGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except FlexpipeError as exc:
-            raise CliError(str(exc)) from None
         except Exception as exc:
             unreachable = database_unreachable(exc)
-            if unreachable is None:
-                raise
-            raise CliError(unreachable) from None
+            if unreachable is not None:
+                raise CliError(unreachable) from None
+            if isinstance(exc, FlexpipeError):
+                raise CliError(str(exc)) from None
+            raise
 
 
 def database_unreachable(exc: BaseException) -> str | None:
