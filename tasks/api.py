@@ -10,7 +10,7 @@ import fnmatch
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Unpack
@@ -142,52 +142,60 @@ def enqueue_many(
     raises :class:`ValidationError` naming it (``requests[3].model: ...``), as do an
     empty bulk and two items with the same idempotency key. An item whose key an earlier
     job used for another request raises :class:`IdempotencyConflict`.
+
+    ``requests`` is read as a stream, inside the one transaction that writes the bulk (a
+    bad item rolls it all back), so a generator over a file of any length costs the
+    memory of one chunk of rows.
     """
     check_fields(defaults)
     check_text(name, "name")
     if isinstance(requests, str | bytes | Mapping):
         raise ValidationError("requests", "must be an iterable of requests")
-    jobs: list[NewJob] = []
-    positions: dict[str, int] = {}
-    for position, item in enumerate(requests):
-        where = f"requests[{position}]"
-        if isinstance(item, str):
-            kwargs: dict[str, Any] = {**defaults, "input": item}
-        elif isinstance(item, Mapping):
-            check_fields(item, f"{where}.")
-            kwargs = {**defaults, **item}
-        else:
-            raise ValidationError(where, "must be an input string or a dict of arguments")
-        try:
-            job = prepare(**kwargs)
-        except ValidationError as exc:
-            raise ValidationError(f"{where}.{exc.field}", exc.reason) from None
-        key = job.idempotency_key
-        if key is not None:
-            if key in positions:
-                raise ValidationError(
-                    f"{where}.idempotency_key",
-                    f"{key!r} is also the key of requests[{positions[key]}]",
-                )
-            positions[key] = position
-        jobs.append(job)
-    if not jobs:
-        raise ValidationError("requests", "is empty: a bulk job needs at least one request")
     callback = resolve_callback(on_complete, "on_complete")
     rt = runtime()
-    _check_known_keys(jobs, positions)
-    bulk_id, pairs = rt.store.add_bulk(jobs, name=name, on_complete=callback)
+
+    def prepared() -> Iterator[NewJob]:
+        positions: dict[str, int] = {}
+        count = 0
+        for position, item in enumerate(requests):
+            where = f"requests[{position}]"
+            if isinstance(item, str):
+                kwargs: dict[str, Any] = {**defaults, "input": item}
+            elif isinstance(item, Mapping):
+                check_fields(item, f"{where}.")
+                kwargs = {**defaults, **item}
+            else:
+                raise ValidationError(where, "must be an input string or a dict of arguments")
+            try:
+                job = prepare(**kwargs)
+            except ValidationError as exc:
+                raise ValidationError(f"{where}.{exc.field}", exc.reason) from None
+            key = job.idempotency_key
+            if key is not None:
+                if key in positions:
+                    raise ValidationError(
+                        f"{where}.idempotency_key",
+                        f"{key!r} is also the key of requests[{positions[key]}]",
+                    )
+                positions[key] = position
+                _check_known_key(job, where)
+            count += 1
+            yield job
+        if not count:
+            raise ValidationError("requests", "is empty: a bulk job needs at least one request")
+
+    bulk_id, pairs = rt.store.add_bulk(prepared(), name=name, on_complete=callback)
     publish_submits([job_id for job_id, created in pairs if created])
     return bulk_id
 
 
-def _check_known_keys(jobs: Sequence[NewJob], positions: Mapping[str, int]) -> None:
-    """Before a bulk writes anything: an item whose key is already used must be the same
+def _check_known_key(job: NewJob, where: str) -> None:
+    """Before a bulk is committed: an item whose key is already used must be the same
     request as the job that used it."""
     store = runtime().store
-    for key, job_id in store.jobs_for_keys(list(positions)).items():
-        position = positions[key]
-        _same_request(store.require_job(job_id), jobs[position], f"requests[{position}]")
+    assert job.idempotency_key is not None
+    for job_id in store.jobs_for_keys([job.idempotency_key]).values():
+        _same_request(store.require_job(job_id), job, where)
 
 
 def _same_request(existing: Job, new: NewJob, where: str) -> None:

@@ -12,7 +12,7 @@ second answer does not match either. Both functions return the bulk id of
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,13 +159,19 @@ def _refuse_reserved(kwargs: Mapping[str, Any]) -> None:
 
 def _numbered(
     items: Iterable[str | Mapping[str, Any]], common: Mapping[str, Any] | None
-) -> list[dict[str, Any]]:
+) -> Iterator[dict[str, Any]]:
     """Each item as enqueue arguments whose metadata carries its position."""
     if isinstance(items, str | bytes) or not isinstance(items, Iterable):
         raise ValidationError("items", "must be a list of texts or of enqueue arguments")
     if common is not None and not isinstance(common, Mapping):
         raise ValidationError("metadata", "must be a mapping of strings to strings")
-    out = []
+    return _numbering(items, common)
+
+
+def _numbering(
+    items: Iterable[str | Mapping[str, Any]], common: Mapping[str, Any] | None
+) -> Iterator[dict[str, Any]]:
+    """The items one at a time (a file of any length is read as a stream)."""
     for position, item in enumerate(items):
         request: dict[str, Any] = {"input": item} if isinstance(item, str) else dict(item)
         if any(key in request for key in _RESERVED):
@@ -174,8 +180,7 @@ def _numbered(
         if not isinstance(own, Mapping):
             raise ValidationError(f"requests[{position}].metadata", "must be a mapping")
         request["metadata"] = {**(common or {}), **own, ITEM_KEY: str(position)}
-        out.append(request)
-    return out
+        yield request
 
 
 def _item(job: Job, result: Result | None) -> Item:

@@ -15,9 +15,16 @@ from celery import Celery, Task, signals
 from flexpipe.errors import ConfigurationError
 from flexpipe.tasks import delivery
 
-#: Task options copied from flexpipe's own tasks (their retry-on-database-error policy).
+#: Task options copied from flexpipe's own tasks (their retry-on-database-error policy, and
+#: the sweep's events being off).
 _COPIED = (
-    "autoretry_for", "retry_backoff", "retry_backoff_max", "retry_jitter", "max_retries", "throws"
+    "autoretry_for",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+    "max_retries",
+    "send_events",
+    "throws",
 )
 #: Options every flexpipe task needs on any app: each task is safe to run twice, so its
 #: message is acknowledged only once it ran, and redelivered if its worker died.

@@ -19,7 +19,10 @@ from flexpipe.errors import ValidationError
 from flexpipe.flow import Next, callback_id
 from flexpipe.models import check_fields
 from flexpipe.store import TRANSIENT_DB_ERRORS
-from flexpipe.tasks import delivery
+from flexpipe.tasks import (
+    delivery,
+    messages,  # noqa: F401  (names the ids in every message's argsrepr)
+)
 from flexpipe.tasks.runtime import runtime
 
 log = logging.getLogger("flexpipe.tasks")

@@ -39,7 +39,10 @@ PRUNE_EVERY = 100
 _sweeps = 0
 
 
-@app.task(name="flexpipe.sweep", **ACKS)
+#: No task events: a sweep every few seconds would bury Flower's history of the jobs'
+#: tasks (``flexpipe top`` shows the last sweep instead). To see them again, set
+#: ``task_annotations={"flexpipe.sweep": {"send_events": True}}`` on the Celery app.
+@app.task(name="flexpipe.sweep", send_events=False, **ACKS)
 def sweep() -> dict[str, int]:
     """One sweep; returns counts of what it did."""
     global _sweeps

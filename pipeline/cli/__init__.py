@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from flexpipe.cli import bulk, demo, doctor, jobs, services, webhooks  # noqa: F401  (each adds its commands)
-from flexpipe.cli.group import cli, err_console
+from flexpipe.cli.group import cli, err_console, error_line
 from flexpipe.errors import FlexpipeError
 
 __all__ = ["cli", "main"]
@@ -27,5 +27,5 @@ def main() -> None:
     try:
         cli.main(prog_name="flexpipe", standalone_mode=True)
     except FlexpipeError as exc:  # raised while importing settings, before a command ran
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(error_line(str(exc)), soft_wrap=True)
         sys.exit(2)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import click
 from rich.table import Table
 
 from flexpipe.cli.group import cli, console, err_console, fail, timestamp
+from flexpipe.cli.rows import MAX_LINE_BYTES
 
 
 @cli.group()
@@ -62,7 +65,6 @@ def bulk_wait(bulk_id: str, timeout: float) -> None:
     console.print(
         f"{b.completed} completed, {b.failed} failed, {b.incomplete} incomplete, "
         f"{b.cancelled} cancelled, {b.expired} expired",
-        highlight=False,
     )
 
 
@@ -93,6 +95,14 @@ def _bulk_file_options(command: Any) -> Any:
             help="Wait with a progress bar, then write the rows; --no-wait prints the bulk id.",
         ),
         click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait."),
+        click.option(
+            "--max-line-bytes",
+            type=click.IntRange(min=1),
+            default=MAX_LINE_BYTES,
+            show_default=True,
+            envvar="FLEXPIPE_MAX_LINE_BYTES",
+            help="A longer line is an error naming its line number.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -114,6 +124,7 @@ def classify(
     name: str | None,
     wait: bool,
     timeout: float,
+    max_line_bytes: int,
 ) -> None:
     """Classify each row of a JSONL or CSV FILE into one of --labels, as one bulk job.
 
@@ -126,10 +137,10 @@ def classify(
     if not names:
         fail("--labels: give the labels, comma-separated, e.g. --labels bug,billing,other")
     names = bulk.check_labels(names)
-    rows = _read_bulk_file(file, field, output, wait)
-    texts = [row[field] for row in rows]
-    bulk_id = bulk.classify(texts, names, instructions, name=name or file.name, model=model)
-    _finish_bulk_file(bulk_id, rows, "label", output, wait, timeout)
+    _check_output(output, wait)
+    with _reading(file, field, max_line_bytes) as texts:
+        bulk_id = bulk.classify(texts, names, instructions, name=name or file.name, model=model)
+    _finish_bulk_file(bulk_id, file, field, max_line_bytes, "label", output, wait, timeout)
 
 
 @cli.command()
@@ -145,6 +156,7 @@ def summarize(
     name: str | None,
     wait: bool,
     timeout: float,
+    max_line_bytes: int,
 ) -> None:
     """Summarise each row of a JSONL or CSV FILE, as one bulk job.
 
@@ -153,10 +165,10 @@ def summarize(
     """
     from flexpipe.tasks import bulk
 
-    rows = _read_bulk_file(file, field, output, wait)
-    texts = [row[field] for row in rows]
-    bulk_id = bulk.summarize(texts, instructions, name=name or file.name, model=model)
-    _finish_bulk_file(bulk_id, rows, "summary", output, wait, timeout)
+    _check_output(output, wait)
+    with _reading(file, field, max_line_bytes) as texts:
+        bulk_id = bulk.summarize(texts, instructions, name=name or file.name, model=model)
+    _finish_bulk_file(bulk_id, file, field, max_line_bytes, "summary", output, wait, timeout)
 
 
 @bulk.command("results")
@@ -191,53 +203,102 @@ def bulk_results(bulk_id: str, output: Path | None) -> None:
         fail(str(exc))
 
 
-def _read_bulk_file(
-    file: Path, field: str, output: Path | None, wait: bool
-) -> list[dict[str, Any]]:
-    """Check the output path first (nothing is enqueued if it is wrong), then read FILE."""
-    from flexpipe.cli.rows import RowsError, output_format, read_rows
+def _check_output(output: Path | None, wait: bool) -> None:
+    """Check the output path before reading anything (nothing is enqueued if it is wrong)."""
+    from flexpipe.cli.rows import RowsError, output_format
 
     if output is not None and not wait:
         fail("--output needs --wait; later, use: flexpipe bulk results BULK_ID --output FILE")
     try:
         if output is not None:
             output_format(output)
-        return read_rows(file, field)
     except RowsError as exc:
         fail(str(exc))
 
 
+@contextmanager
+def _reading(file: Path, field: str, max_line_bytes: int) -> Iterator[Iterator[str]]:
+    """FILE's texts as a stream, with a progress bar on stderr while they are enqueued.
+
+    The rows are read, validated and written one chunk at a time inside the bulk's one
+    transaction, so a bad row anywhere (its line number is named) leaves nothing written.
+    """
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from flexpipe.cli.rows import RowsError, iter_rows
+
+    size = file.stat().st_size if file.is_file() else 0
+    columns = (
+        TextColumn("enqueueing", style="bold"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rows]:,} rows"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("enqueue", total=size or None, rows=0)
+
+        def on_read(done: int) -> None:
+            progress.update(task, completed=done)
+
+        def texts() -> Iterator[str]:
+            for count, row in enumerate(
+                iter_rows(file, field, max_line_bytes=max_line_bytes, on_read=on_read), 1
+            ):
+                if count % 1000 == 0:
+                    progress.update(task, rows=count)
+                yield row[field]
+
+        try:
+            yield texts()
+        except RowsError as exc:
+            fail(str(exc))
+
+
 def _finish_bulk_file(
     bulk_id: str,
-    rows: list[dict[str, Any]],
+    file: Path,
+    field: str,
+    max_line_bytes: int,
     key: str,
     output: Path | None,
     wait: bool,
     timeout: float,
 ) -> None:
-    """Print the bulk id, or wait for the bulk and write each row with its outcome."""
-    from flexpipe.cli.rows import RowsError, write_rows
+    """Print the bulk id, or wait for the bulk and write each row with its outcome
+    (FILE is read again, so its rows are never all in memory at once)."""
+    from flexpipe.cli.rows import RowsError, iter_rows, write_rows
     from flexpipe.tasks import bulk as bulk_jobs
 
     if not wait:
-        console.print(bulk_id, highlight=False)
+        console.print(bulk_id)
         return
     b = _wait_with_progress(bulk_id, timeout)
     items = {item.index: item for item in bulk_jobs.results(bulk_id)}
-    written = []
-    for position, row in enumerate(rows):
-        item = items[position]
-        outcome = {key: getattr(item, key), "status": item.status.value, "error": item.error}
-        written.append({**row, **outcome, "job_id": item.job_id})
+
+    def written() -> Iterator[dict[str, Any]]:
+        for position, row in enumerate(iter_rows(file, field, max_line_bytes=max_line_bytes)):
+            item = items[position]
+            outcome = {key: getattr(item, key), "status": item.status.value, "error": item.error}
+            yield {**row, **outcome, "job_id": item.job_id}
+
     try:
-        write_rows(written, output, sys.stdout)
+        write_rows(written(), output, sys.stdout)
     except RowsError as exc:
         fail(str(exc))
     err_console.print(
         f"bulk {bulk_id}: {b.completed} completed, {b.failed} failed, "
         f"{b.incomplete} incomplete, {b.cancelled} cancelled, {b.expired} expired"
         + (f"; wrote {output}" if output else ""),
-        highlight=False,
         soft_wrap=True,
     )
     if b.completed < b.total:
@@ -262,7 +323,7 @@ def _wait_with_progress(bulk_id: str, timeout: float) -> Any:
     b = api.get_bulk(bulk_id)
     end = time.monotonic() + timeout
     columns = (
-        TextColumn(f"[bold]{b.name or bulk_id[:8]}[/bold]"),
+        TextColumn("{task.fields[name]}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),
@@ -271,7 +332,7 @@ def _wait_with_progress(bulk_id: str, timeout: float) -> Any:
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err_console) as progress:
-        task = progress.add_task("bulk", total=b.total, detail="")
+        task = progress.add_task("bulk", total=b.total, detail="", name=b.name or bulk_id[:8])
         while True:
             b = api.get_bulk(bulk_id)
             detail = (

@@ -43,12 +43,12 @@ def sample_documents() -> list[tuple[str, str]]:
 def run_demo(folder: Path, *, timeout: float = 50.0) -> int:
     from flexpipe.emulator import EmulatorConfig, run_in_thread
 
-    console = Console()
+    console = Console(markup=False, highlight=False)  # stored outputs print literally
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     documents = sample_documents()
     if not documents:
-        console.print("[red]no sample documents in flexpipe.samples[/red]")
+        console.print("no sample documents in flexpipe.samples", style="red")
         return 2
 
     emulator = run_in_thread(EmulatorConfig(time_scale=TIME_SCALE, slots=12, seed=7))
@@ -101,7 +101,7 @@ def run_demo(folder: Path, *, timeout: float = 50.0) -> int:
         emulator.stop()
         runtime().store.dispose()
     if not finished:
-        console.print(f"[red]not every job finished within {timeout:g}s; see {log_path}[/red]")
+        console.print(f"not every job finished within {timeout:g}s; see {log_path}", style="red")
         return 1
     return 0
 
@@ -113,7 +113,7 @@ def _progress(console: Console, ids: list[str], timeout: float) -> bool:
     terminal = {"completed", "failed", "cancelled", "incomplete", "expired"}
     end = time.monotonic() + timeout
     columns = (
-        TextColumn("[bold]summarising[/bold]"),
+        TextColumn("summarising", style="bold"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from flexpipe.cli.group import cli, console, err_console, fail, timestamp
 
@@ -56,7 +57,7 @@ def submit(
         max_output_tokens=max_output_tokens,
     )
     if not wait:
-        console.print(job_id, highlight=False)
+        console.print(job_id)
         return
     try:
         view = api.wait(job_id, timeout=timeout)
@@ -88,7 +89,7 @@ def status(job_id: str) -> None:
         ("deadline", timestamp(job.deadline_at)),
         ("error", f"{job.error_code}: {job.error_message}" if job.error_code else "-"),
     ]:
-        table.add_row(f"[bold]{key}[/bold]", value)
+        table.add_row(Text(key, style="bold"), value)
     console.print(table)
 
 
@@ -129,7 +130,7 @@ def _print_result(view: Any, *, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     if view.error:
-        err_console.print(f"[yellow]{view.status.value}[/yellow]: {view.error}", highlight=False)
+        err_console.print(Text.assemble((view.status.value, "yellow"), ": ", view.error))
     if res is not None and res.output_text:
         click.echo(res.output_text)
     if view.status.value not in ("completed", "incomplete"):
@@ -138,7 +139,9 @@ def _print_result(view: Any, *, as_json: bool) -> None:
 
 @cli.command("list")
 @click.option("--status", "status_", help="Only jobs with this status.")
-@click.option("--limit", default=20, show_default=True, help="How many jobs.")
+@click.option(
+    "--limit", default=20, show_default=True, type=click.IntRange(1, 10_000), help="How many jobs."
+)
 def list_jobs(status_: str | None, limit: int) -> None:
     """List recent jobs, each id shortened to its shortest unique prefix (8 or more
     characters; every command that takes a job id takes it)."""
@@ -178,8 +181,7 @@ def cancel(job_id: str) -> None:
 
     view = api.cancel(job_id)
     console.print(
-        f"{view.id} {view.status.value}" + (f" ({view.error})" if view.error else ""),
-        highlight=False,
+        f"{view.id} {view.status.value}" + (f" ({view.error})" if view.error else "")
     )
 
 
@@ -204,11 +206,11 @@ def retry(job_id: str | None, status_: str | None, since: str | None) -> None:
         fail("give either a JOB id or --status")
     if job_id is not None:
         attempt = api.retry(job_id)
-        console.print(f"{job_id} resubmitted (attempt {attempt})", highlight=False)
+        console.print(f"{job_id} resubmitted (attempt {attempt})")
         return
     assert status_ is not None
     ids = api.retry_all([JobStatus(status_)], since=_parse_since(since))
-    console.print(f"{len(ids)} {status_} job(s) resubmitted", highlight=False)
+    console.print(f"{len(ids)} {status_} job(s) resubmitted")
 
 
 def _parse_since(value: str | None) -> Any:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import replace
+from itertools import islice
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,7 +24,7 @@ class Bulks(Database):
 
     def add_bulk(
         self,
-        new_jobs: Sequence[NewJob],
+        new_jobs: Iterable[NewJob],
         *,
         name: str | None,
         on_complete: dict[str, Any] | None,
@@ -31,19 +32,22 @@ class Bulks(Database):
     ) -> tuple[str, list[tuple[str, bool]]]:
         """Insert a bulk job and its items (in chunks of ``chunk`` rows); return the ids.
 
-        Items whose idempotency key already exists are not inserted again and do not count
-        towards the bulk's total.
+        ``new_jobs`` is read as a stream, ``chunk`` at a time, inside one transaction: a
+        file of any length costs the memory of one chunk, and an error raised by the
+        iterable (a bad row at line 150,000) rolls everything back. Items whose
+        idempotency key already exists are not inserted again and do not count towards
+        the bulk's total.
         """
         bulk_id = new_id()
         now = self.now()
+        out: list[tuple[str, bool]] = []
+        total = 0
         with self.engine.begin() as conn:
-            items = [replace(job, bulk_id=bulk_id) for job in new_jobs]
-            rows, out = new_rows(conn, items, now)
             conn.execute(
                 bulks.insert().values(
                     id=bulk_id,
                     name=name,
-                    total=len(rows),
+                    total=0,
                     done=0,
                     completed=0,
                     failed=0,
@@ -52,12 +56,25 @@ class Bulks(Database):
                     expired=0,
                     on_complete=on_complete,
                     created_at=now,
-                    finished_at=now if not rows else None,
-                    on_complete_due_at=now if not rows and on_complete else None,
                 )
             )
-            for start in range(0, len(rows), chunk):
-                conn.execute(jobs.insert(), rows[start : start + chunk])
+            iterator = iter(new_jobs)
+            while batch := [replace(job, bulk_id=bulk_id) for job in islice(iterator, chunk)]:
+                rows, pairs = new_rows(conn, batch, now)
+                if rows:
+                    conn.execute(jobs.insert(), rows)
+                out += pairs
+                total += len(rows)
+            # The total is known at the end; nobody sees the bulk before this commits.
+            conn.execute(
+                bulks.update()
+                .where(bulks.c.id == bulk_id)
+                .values(
+                    total=total,
+                    finished_at=now if not total else None,
+                    on_complete_due_at=now if not total and on_complete else None,
+                )
+            )
         return bulk_id, out
 
     def get_bulk(self, bulk_id: str) -> Bulk | None:
