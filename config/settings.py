@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -141,6 +142,14 @@ class Settings(BaseSettings):
     #: receipts (``flexpipe.tasks.delivery``) is sent again, same task id (0: never).
     callback_receipt_timeout: float = Field(600.0, ge=0)
 
+    # Retention: beat deletes finished jobs older than this (an age like 30d; empty: off).
+    retention: str = ""
+    #: Jobs deleted per transaction, and the pause between two of them (s).
+    retention_batch: int = Field(1000, gt=0)
+    retention_pause: float = Field(0.0, ge=0)
+    #: How often beat runs the prune when FLEXPIPE_RETENTION is set (s).
+    retention_interval: float = Field(3600.0, gt=0)
+
     # Deadlines per tier (seconds after enqueue; flex: the provider's 1 h window + slack)
     deadline_flex: float = Field(4500.0, gt=0)
     deadline_priority: float = Field(900.0, gt=0)
@@ -167,6 +176,15 @@ class Settings(BaseSettings):
         except (ArgumentError, NoSuchModuleError, ValueError) as exc:
             raise ValueError(f"not a database URL SQLAlchemy can use ({exc})") from None
         return value
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        if value.strip():
+            from flexpipe.retention import parse_age
+
+            parse_age(value)
+        return value.strip()
 
     @field_validator("api_base_url")
     @classmethod
@@ -230,6 +248,15 @@ class Settings(BaseSettings):
             self.retry_max_delay * self.time_scale,
             self.retry_max_after,
         )
+
+    @property
+    def retention_age(self) -> timedelta | None:
+        """How old finished jobs may get before beat prunes them; None: kept for ever."""
+        if not self.retention:
+            return None
+        from flexpipe.retention import parse_age
+
+        return parse_age(self.retention)
 
     @property
     def import_list(self) -> list[str]:

@@ -3,9 +3,10 @@
 :class:`Store` is composed from one part per concern, each a module here: the
 connection (:mod:`.engine`), the prebuilt statements (:mod:`.statements`), job writes
 (:mod:`.jobs`), job reads (:mod:`.reads`), bulk jobs (:mod:`.bulks`), the sweeper's claims
-(:mod:`.sweeps`), webhook events (:mod:`.webhooks`), callback receipts (:mod:`.receipts`)
-and the mapping of rows to the core's dataclasses (:mod:`.rows`). Every method is one
-short transaction, and the same code runs on SQLite (the default) and PostgreSQL.
+(:mod:`.sweeps`), webhook events (:mod:`.webhooks`), callback receipts (:mod:`.receipts`),
+the prune of old history (:mod:`.retention`) and the mapping of rows to the core's
+dataclasses (:mod:`.rows`). Every method is one short transaction, and the same code runs
+on SQLite (the default) and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flexpipe.store.jobs import JobWrites
 from flexpipe.store.reads import JobReads
 from flexpipe.store.receipts import Receipts
 from flexpipe.store.records import Finished, NewJob, Outcome, new_id
+from flexpipe.store.retention import Pruned, Retention
 from flexpipe.store.sweeps import Sweeps
 from flexpipe.store.webhooks import WebhookBatch, Webhooks
 
@@ -26,6 +28,7 @@ __all__ = [
     "Finished",
     "NewJob",
     "Outcome",
+    "Pruned",
     "Store",
     "WebhookBatch",
     "make_engine",
@@ -35,7 +38,7 @@ __all__ = [
 ]
 
 
-class Store(JobWrites, JobReads, Bulks, Sweeps, Webhooks, Receipts):
+class Store(JobWrites, JobReads, Bulks, Sweeps, Webhooks, Receipts, Retention):
     """Reads and writes jobs and results; every method is one short transaction."""
 
     @classmethod

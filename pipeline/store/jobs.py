@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from flexpipe.errors import ConstraintViolated, JobNotFound
-from flexpipe.models import Job, Usage
+from flexpipe.models import Job, Usage, output_items_for
 from flexpipe.schema import attempts, bulks, jobs, results
 from flexpipe.states import JobStatus
 from flexpipe.store.engine import Database, retrying
@@ -241,8 +241,8 @@ class JobWrites(Database):
                 "job_id": job_id,
                 "status": outcome.status.value,
                 "response_id": outcome.response_id,
-                "output_text": outcome.output_text,
-                "output": outcome.output,
+                # The text is stored once, inside the items; reads derive it from them.
+                "output": output_items_for(outcome.output, outcome.output_text),
                 "parsed": outcome.parsed,
                 "input_tokens": usage.input_tokens,
                 "cached_tokens": usage.cached_tokens,

@@ -11,13 +11,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from flexpipe.schema import IN_FLIGHT_VALUES as IN_FLIGHT_VALUES
+from flexpipe.schema import LIVE as LIVE
 from flexpipe.schema import attempts, jobs, results
-from flexpipe.states import IN_FLIGHT, TERMINAL, JobStatus
+from flexpipe.states import TERMINAL, JobStatus
 
-#: Statuses a job can still leave.
-LIVE = [s.value for s in JobStatus if s not in TERMINAL]
-#: Statuses of a job the provider holds.
-IN_FLIGHT_VALUES = [s.value for s in IN_FLIGHT]
+#: Terminal statuses, in a fixed order.
+TERMINAL_VALUES = [s.value for s in JobStatus if s in TERMINAL]
 #: Terminal statuses that mean nobody waits any more (not a provider outcome).
 GAVE_UP = (JobStatus.EXPIRED.value, JobStatus.CANCELLED.value)
 
@@ -33,8 +33,10 @@ def present(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
     return sa.and_(column.is_not(None), sa.cast(column, sa.Text) != "null")
 
 
+# The status guards repeat the partial indexes' predicates (flexpipe.schema) as written.
 LIVE_STATUS = one_of(jobs.c.status, LIVE)
 IN_FLIGHT_STATUS = one_of(jobs.c.status, IN_FLIGHT_VALUES)
+PENDING_STATUS = jobs.c.status == sa.literal_column("'pending'")
 GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))
 
 # and its cache key per call cost ~10% of a worker's CPU (BENCHMARKS.md, figure 1).
