@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     #: New attempts for structured output that does not match its schema (then it fails).
     invalid_output_retries: int = Field(1, ge=0)
     submit_lease: float = Field(120.0, gt=0)
+    #: Creates of one bulk chunk (submit_many) sent at once by each worker process.
+    submit_concurrency: int = Field(8, ge=1, le=64)
 
     # Shared rate limits (0 = off); they live in Redis (the broker's, unless set).
     submits_per_window: int = Field(0, ge=0)
