@@ -63,8 +63,12 @@ def submit_many(job_ids: list[str]) -> str:
     # The creates go out concurrently, each within the shared limits (Flow.submit asks the
     # limiter first, and parks the job in SQL when over a limit); what comes next is
     # decided here, in order, once each create is recorded.
+    # The leases of the whole chunk are taken in one statement first.
+    claimed_at = rt.store.now()
+    claimed = flow.claim_many(job_ids)
     pool = _pool("submit", rt.settings.submit_concurrency)
-    for job_id, step in pool.map(lambda job_id: (job_id, flow.submit(job_id)), job_ids):
+    sends = pool.map(lambda job: (job.id, flow.send(job, claimed_at=claimed_at)), claimed)
+    for job_id, step in sends:
         if step.kind == "retry":
             submit.apply_async((job_id, step.failures), countdown=step.delay)
         elif step.kind == "poll" and not step.parked:

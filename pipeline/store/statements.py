@@ -42,20 +42,29 @@ GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))
 # and its cache key per call cost ~10% of a worker's CPU (BENCHMARKS.md, figure 1).
 # Parameter names start with ``b_``: a name equal to a column's would join the SET clause.
 _b = sa.bindparam
+_CLAIM_VALUES: dict[str, Any] = {
+    "lease_until": sa.case(
+        (jobs.c.mode == "blocking", _b("b_blocking_until", type_=jobs.c.lease_until.type)),
+        else_=_b("b_lease_until", type_=jobs.c.lease_until.type),
+    ),
+    "updated_at": _b("b_now"),
+}
+_LEASE_FREE = sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < _b("b_now"))
 CLAIM_SUBMIT = (
     jobs.update()
+    .where(jobs.c.id == _b("b_id"), jobs.c.status == JobStatus.PENDING.value, _LEASE_FREE)
+    .values(_CLAIM_VALUES)
+    .returning(*jobs.c)
+)
+#: The same for a chunk of jobs (``b_ids``): one statement instead of one per job.
+CLAIM_SUBMITS = (
+    jobs.update()
     .where(
-        jobs.c.id == _b("b_id"),
+        jobs.c.id.in_(_b("b_ids", expanding=True)),
         jobs.c.status == JobStatus.PENDING.value,
-        sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < _b("b_now")),
+        _LEASE_FREE,
     )
-    .values(
-        lease_until=sa.case(
-            (jobs.c.mode == "blocking", _b("b_blocking_until", type_=jobs.c.lease_until.type)),
-            else_=_b("b_lease_until", type_=jobs.c.lease_until.type),
-        ),
-        updated_at=_b("b_now"),
-    )
+    .values(_CLAIM_VALUES)
     .returning(*jobs.c)
 )
 RECORD_SUBMITTED = (

@@ -131,3 +131,21 @@ def test_concurrent_creates_stay_within_the_shared_limits(
     parked = [store.require_job(i) for i in ids if i not in submitted]
     assert len(parked) == 4
     assert all(job.status is JobStatus.PENDING and job.next_poll_at for job in parked)
+
+
+def test_a_chunk_is_claimed_in_one_statement_and_a_stale_claim_is_not_sent(
+    store: Store, sent: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    ids, client = _chunk(store, monkeypatch, first_delay=10, n=3)
+    flow = steps.runtime().flow
+    assert store.claim_submit(ids[1], lease_s=60) is not None  # another submit holds it
+    claimed = flow.claim_many(list(reversed(ids)))
+    assert [job.id for job in claimed] == [ids[2], ids[0]]  # in the order asked, leased
+    assert flow.claim_many(ids) == []
+    old = store.now() - timedelta(seconds=flow.settings.submit_lease)
+    step = flow.send(claimed[0], claimed_at=old)
+    assert step.kind == "stop" and "lease" in step.reason
+    assert client.calls == []  # no create on a lease that may run out mid-request
+    assert store.require_job(ids[2]).status is JobStatus.PENDING
