@@ -42,7 +42,8 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """What beat sends: the sweeper, and the scheduled classification job when configured."""
+    """What beat sends: the sweeper, the prune and the scheduled classification job (the
+    last two when configured)."""
     schedule: dict[str, dict[str, Any]] = {
         "flexpipe-sweep": {
             "task": "flexpipe.sweep",
@@ -50,6 +51,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "options": {"expires": settings.sweep_interval},
         }
     }
+    if settings.retention:
+        schedule["flexpipe-prune"] = {
+            "task": "flexpipe.prune",
+            "schedule": settings.retention_interval,
+            "options": {"expires": settings.retention_interval},
+        }
     if settings.classify_schedule:
         # Expires after one interval: a run that waited that long is replaced by the next.
         schedule["flexpipe-classify"] = {
@@ -97,6 +104,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "flexpipe.tasks.steps",
             "flexpipe.tasks.sweeper",
             "flexpipe.tasks.schedule",
+            "flexpipe.tasks.retention",
             *settings.import_list,
         ],
     }

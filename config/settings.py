@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -139,6 +140,8 @@ class Settings(BaseSettings):
     #: New attempts for structured output that does not match its schema (then it fails).
     invalid_output_retries: int = Field(1, ge=0)
     submit_lease: float = Field(120.0, gt=0)
+    #: Creates of one bulk chunk (submit_many) sent at once by each worker process.
+    submit_concurrency: int = Field(8, ge=1, le=64)
 
     # Shared rate limits (0 = off); they live in Redis (the broker's, unless set).
     submits_per_window: int = Field(0, ge=0)
@@ -170,6 +173,14 @@ class Settings(BaseSettings):
     #: A callback sent this many seconds ago and never received by a worker that records
     #: receipts (``flexpipe.tasks.delivery``) is sent again, same task id (0: never).
     callback_receipt_timeout: float = Field(600.0, ge=0)
+
+    # Retention: beat deletes finished jobs older than this (an age like 30d; empty: off).
+    retention: str = ""
+    #: Jobs deleted per transaction, and the pause between two of them (s).
+    retention_batch: int = Field(1000, gt=0)
+    retention_pause: float = Field(0.0, ge=0)
+    #: How often beat runs the prune when FLEXPIPE_RETENTION is set (s).
+    retention_interval: float = Field(3600.0, gt=0)
 
     # Deadlines per tier (seconds after enqueue; flex: the provider's 1 h window + slack)
     deadline_flex: float = Field(4500.0, gt=0)
@@ -206,6 +217,15 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
             raise ValueError("must be a plain identifier such as flexpipe")
         return value
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        if value.strip():
+            from flexpipe.retention import parse_age
+
+            parse_age(value)
+        return value.strip()
 
     @field_validator("api_base_url")
     @classmethod
@@ -296,6 +316,15 @@ class Settings(BaseSettings):
             self.retry_max_delay * self.time_scale,
             self.retry_max_after,
         )
+
+    @property
+    def retention_age(self) -> timedelta | None:
+        """How old finished jobs may get before beat prunes them; None: kept for ever."""
+        if not self.retention:
+            return None
+        from flexpipe.retention import parse_age
+
+        return parse_age(self.retention)
 
     @property
     def import_list(self) -> list[str]:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 # import this module but never call the provider, and the SDK costs ~47 MB of RSS each.
 
 from flexpipe import errors
-from flexpipe.models import JOB_ID_METADATA_KEY, JobRequest, Usage, WebhookEvent
+from flexpipe.models import JOB_ID_METADATA_KEY, JobRequest, Usage, WebhookEvent, output_text_of
 
 _TERMINAL = frozenset({"completed", "failed", "cancelled", "incomplete"})
 
@@ -168,21 +168,15 @@ def parse_response(data: dict[str, Any]) -> ProviderResponse:
     if status not in _TERMINAL:
         return ProviderResponse(id=data["id"], status=status, served_tier=data.get("service_tier"))
     items = [item for item in data.get("output") or [] if isinstance(item, dict)]
-    texts: list[str] = []
-    truncated = False
-    for item in items:
-        if item.get("type") != "message":
-            continue
-        truncated = truncated or item.get("status") == "incomplete"
-        for content in item.get("content") or []:
-            if isinstance(content, dict) and content.get("type") == "output_text":
-                texts.append(str(content.get("text") or ""))
+    truncated = any(
+        item.get("type") == "message" and item.get("status") == "incomplete" for item in items
+    )
     error = _object(data.get("error"), "message")
     incomplete = _object(data.get("incomplete_details"), "reason")
     return ProviderResponse(
         id=data["id"],
         status=status,
-        output_text="".join(texts),
+        output_text=output_text_of(items) or "",
         output=items,
         usage=_usage(data.get("usage")),
         served_tier=data.get("service_tier"),

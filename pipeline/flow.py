@@ -168,10 +168,34 @@ class Flow:
                 if spooled is not None:
                     return self._recover(existing, spooled)
             return Next("stop", reason=f"job is {existing.status.value}, not pending")
+        return self.send(job, failures)
+
+    def claim_many(self, job_ids: list[str]) -> list[Job]:
+        """Take the submit leases of many pending jobs at once (one statement); each job
+        taken is then sent with :meth:`send`. Jobs not taken are pending under another
+        submit's lease, or not pending any more: nothing to do for them."""
+        order = {job_id: i for i, job_id in enumerate(job_ids)}
+        claimed = self.store.claim_submits(
+            job_ids, self.settings.submit_lease, self.settings.blocking_lease
+        )
+        return sorted(claimed, key=lambda job: order[job.id])
+
+    def send(self, job: Job, failures: int = 0, *, claimed_at: datetime | None = None) -> Next:
+        """Send a job whose submit lease this process holds: one create, recorded at once.
+
+        A lease taken at ``claimed_at`` (with others, by :meth:`claim_many`) that is half
+        gone is not used: another submit may take the job once it runs out, and two
+        creates must never race. The job stays pending; the sweeper resends it.
+        """
+        now = self.store.now()
+        if claimed_at is not None and now - claimed_at > timedelta(
+            seconds=self.settings.submit_lease / 2
+        ):
+            return Next("stop", reason="submit lease ran short; left to the sweeper")
         spooled = self.spool.find(job.id, job.attempt)
         if spooled is not None:
             return self._recover(job, spooled)
-        if _past(job.deadline_at, self.store.now()):
+        if _past(job.deadline_at, now):
             return self.expire(job.id)  # expired, or escalated if the job asked for it
         wait = self.limiter.acquire(job.id, job.request.model)
         if wait > 0:

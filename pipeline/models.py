@@ -488,6 +488,36 @@ class Usage:
     total_tokens: int = 0
 
 
+def output_text_of(items: Sequence[Any] | None) -> str | None:
+    """The text of a response's output items: its messages' ``output_text`` parts, joined
+    (what the SDK's ``response.output_text`` gives). None when there are no items at all."""
+    if items is None:
+        return None
+    texts: list[str] = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("type") != "message":
+            continue
+        for content in item.get("content") or []:
+            if isinstance(content, dict) and content.get("type") == "output_text":
+                texts.append(str(content.get("text") or ""))
+    return "".join(texts)
+
+
+def output_items_for(
+    items: list[dict[str, Any]] | None, text: str | None
+) -> list[dict[str, Any]] | None:
+    """Output items that carry ``text`` (what the results table stores): ``items`` as they
+    are when they do; else with one message item that holds the text added."""
+    if not text or output_text_of(items) == text:
+        return items
+    message = {
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+    return [*(items or []), message]
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     """One row of the results table: what the provider returned for a finished job."""

@@ -11,9 +11,17 @@ job's response id was recorded until the job is found;
 ``flexpipe_receivers`` lists the callback queues whose workers record receipts;
 ``flexpipe_heartbeats`` keeps one row per periodic duty (the sweeper) saying when, where
 and by whom it last ran, so ``flexpipe doctor`` can tell a beat that stopped.
+
+The indexes follow the queries, and a table of years of finished jobs must not slow the
+live work down: every sweeper query has a partial index on the rows still live (a few
+thousand, whatever the history), and no index holds a column that a poll changes
+(``next_poll_at``, ``poll_seq``, ``poll_count``, ``parked``, ``updated_at``,
+``started_at``), so on PostgreSQL a poll is a HOT update that rewrites no index.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -28,7 +36,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
+
+from flexpipe.states import IN_FLIGHT, TERMINAL, JobStatus
 
 metadata = MetaData(
     naming_convention={
@@ -40,6 +51,24 @@ metadata = MetaData(
 )
 
 UtcDateTime = DateTime(timezone=True)
+
+
+def _where(predicate: str) -> dict[str, Any]:
+    """A partial index's predicate, the same on PostgreSQL and SQLite."""
+    return {"postgresql_where": text(predicate), "sqlite_where": text(predicate)}
+
+
+def _status_in(values: list[str]) -> str:
+    return "status IN (" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+#: Statuses a job can still leave, and those the provider holds, in a fixed order: SQLite
+#: uses a partial index only for a query that repeats its predicate as written.
+LIVE = [s.value for s in JobStatus if s not in TERMINAL]
+IN_FLIGHT_VALUES = [s.value for s in JobStatus if s in IN_FLIGHT]
+LIVE_SQL = _status_in(LIVE)
+IN_FLIGHT_SQL = _status_in(IN_FLIGHT_VALUES)
+PENDING_SQL = "status = 'pending'"
 
 jobs = Table(
     "flexpipe_jobs",
@@ -80,25 +109,45 @@ jobs = Table(
     #: When a worker that records receipts started the sent callback (``flexpipe.tasks.delivery``).
     Column("callback_received_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
-    Index("ix_flexpipe_jobs_status_next_poll_at", "status", "next_poll_at"),
+    #: ``flexpipe list``: the newest jobs, with or without a status.
+    Index("ix_flexpipe_jobs_created_at", "created_at"),
     Index("ix_flexpipe_jobs_status_created_at", "status", "created_at"),
-    Index("ix_flexpipe_jobs_status_deadline_at", "status", "deadline_at"),
-    Index("ix_flexpipe_jobs_callback_due_at", "callback_due_at"),
+    #: ``flexpipe retry --status failed --since 1d``, and prune's finished jobs.
+    Index("ix_flexpipe_jobs_status_finished_at", "status", "finished_at"),
+    #: The sweeper's rows, each index holding only the live ones. Lost poll chains are
+    #: found among the in-flight rows by ``next_poll_at`` read from the table, which keeps
+    #: that column (written by every poll) out of every index.
+    Index("ix_flexpipe_jobs_in_flight", "submitted_at", **_where(IN_FLIGHT_SQL)),
+    Index(
+        "ix_flexpipe_jobs_pending_dispatched_at",
+        "dispatched_at",
+        **_where(PENDING_SQL),
+    ),
+    Index("ix_flexpipe_jobs_live_deadline_at", "deadline_at", **_where(LIVE_SQL)),
+    Index(
+        "ix_flexpipe_jobs_callback_due_at",
+        "callback_due_at",
+        **_where("callback_due_at IS NOT NULL"),
+    ),
     #: The sweeper looks for callbacks sent long ago and never received.
     Index("ix_flexpipe_jobs_callback_received_at", "callback_received_at", "callback_sent_at"),
     #: The latency fit reads the jobs of one model and tier submitted last.
     Index("ix_flexpipe_jobs_model_tier_submitted_at", "model", "requested_tier", "submitted_at"),
     #: A webhook names the provider's response id, not ours.
     Index("ix_flexpipe_jobs_response_id", "response_id"),
+    #: Room in each page for a poll's new row version: the HOT update stays on its page.
+    postgresql_with={"fillfactor": 80},
 )
 
 results = Table(
     "flexpipe_results",
     metadata,
-    Column("job_id", String(32), ForeignKey("flexpipe_jobs.id"), primary_key=True),
+    Column(
+        "job_id", String(32), ForeignKey("flexpipe_jobs.id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("status", String(16), nullable=False),
     Column("response_id", String(128)),
-    Column("output_text", Text),
+    #: The output items; the output text is read from them (stored once).
     Column("output", JSON),
     Column("parsed", JSON),
     Column("input_tokens", Integer, nullable=False, default=0),
@@ -120,7 +169,9 @@ results = Table(
 attempts = Table(
     "flexpipe_attempts",
     metadata,
-    Column("job_id", String(32), ForeignKey("flexpipe_jobs.id"), primary_key=True),
+    Column(
+        "job_id", String(32), ForeignKey("flexpipe_jobs.id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("attempt", Integer, primary_key=True),
     Column("response_id", String(128)),
     Column("service_tier", String(16)),
@@ -150,7 +201,13 @@ bulks = Table(
     Column("on_complete_due_at", UtcDateTime),
     Column("on_complete_sent_at", UtcDateTime),
     Column("on_complete_received_at", UtcDateTime),
-    Index("ix_flexpipe_bulks_on_complete_due_at", "on_complete_due_at"),
+    Index(
+        "ix_flexpipe_bulks_on_complete_due_at",
+        "on_complete_due_at",
+        **_where("on_complete_due_at IS NOT NULL"),
+    ),
+    #: Prune's finished bulks.
+    Index("ix_flexpipe_bulks_finished_at", "finished_at"),
 )
 
 webhook_events = Table(

@@ -66,10 +66,18 @@ def submit_many(job_ids: list[str]) -> str:
     the countdown that remains. Either way the step is fenced by its poll number, and SQL
     has its due time, so a worker lost meanwhile costs nothing the sweeper does not redo.
     """
-    flow = runtime().flow
+    rt = runtime()
+    flow = rt.flow
     first_polls: list[tuple[float, str, Next]] = []
-    for job_id in job_ids:
-        step = flow.submit(job_id)
+    # The creates go out concurrently, each within the shared limits (Flow.submit asks the
+    # limiter first, and parks the job in SQL when over a limit); what comes next is
+    # decided here, in order, once each create is recorded.
+    # The leases of the whole chunk are taken in one statement first.
+    claimed_at = rt.store.now()
+    claimed = flow.claim_many(job_ids)
+    pool = _pool("submit", rt.settings.submit_concurrency)
+    sends = pool.map(lambda job: (job.id, flow.send(job, claimed_at=claimed_at)), claimed)
+    for job_id, step in sends:
         if step.kind == "retry":
             submit.apply_async((job_id, step.failures), countdown=step.delay)
         elif step.kind == "poll" and not step.parked:
@@ -101,22 +109,26 @@ def poll_many(polls: list[list[Any]]) -> str:
     then follows its own step as if polled alone.
     """
     flow = runtime().flow
-    steps = list(_pool().map(lambda pair: (pair[0], flow.poll(pair[0], int(pair[1]))), polls))
+    steps = list(
+        _pool("poll", 8).map(lambda pair: (pair[0], flow.poll(pair[0], int(pair[1]))), polls)
+    )
     for job_id, step in steps:
         follow(job_id, step)
     return f"{len(polls)} polled"
 
 
-_executor: ThreadPoolExecutor | None = None
-_executor_pid = 0
+_executors: dict[str, tuple[int, int, ThreadPoolExecutor]] = {}
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _executor, _executor_pid
-    if _executor is None or _executor_pid != os.getpid():
-        _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flexpipe-poll")
-        _executor_pid = os.getpid()
-    return _executor
+def _pool(name: str, threads: int) -> ThreadPoolExecutor:
+    """This process's threads for ``name`` (made again after a fork, or a new size)."""
+    pid = os.getpid()
+    found = _executors.get(name)
+    if found is None or found[0] != pid or found[1] != threads:
+        executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"flexpipe-{name}")
+        _executors[name] = (pid, threads, executor)
+        return executor
+    return found[2]
 
 
 @app.task(name="flexpipe.store", **DB_RETRY)

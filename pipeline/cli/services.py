@@ -146,3 +146,47 @@ def upgrade() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     run_upgrade(settings.db_url, schema=settings.db_schema)
     console.print(f"database is up to date ({safe_url(settings.db_url)})", highlight=False)
+
+
+@db.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    help="Delete finished jobs that ended longer ago than this (an age like 30d, 12h, 2w).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1),
+    help="Jobs per transaction (default FLEXPIPE_RETENTION_BATCH).",
+)
+def prune(older_than: str, batch: int | None) -> None:
+    """Delete finished jobs (results, attempts) and finished bulks older than an age.
+
+    Jobs whose callback is still due, and jobs of a bulk that is open or whose completion
+    callback is due, are kept. Safe while workers run: each batch is one short transaction.
+    """
+    import time
+
+    from flexpipe.retention import parse_age
+    from flexpipe.retention import prune as run_prune
+    from flexpipe.tasks.runtime import runtime
+
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        fail(f"--older-than: {exc}")
+    rt = runtime()
+    started = time.monotonic()
+    pruned = run_prune(
+        rt.store,
+        age,
+        batch=batch or rt.settings.retention_batch,
+        pause=rt.settings.retention_pause,
+    )
+    elapsed = time.monotonic() - started
+    console.print(
+        f"pruned {pruned.jobs} job(s) and {pruned.bulks} bulk(s) older than {older_than} "
+        f"in {elapsed:.1f}s",
+        highlight=False,
+    )

@@ -4,7 +4,8 @@
 connection (:mod:`.engine`), the prebuilt statements (:mod:`.statements`), job writes
 (:mod:`.jobs`), job reads (:mod:`.reads`), bulk jobs (:mod:`.bulks`), the sweeper's claims
 (:mod:`.sweeps`), webhook events (:mod:`.webhooks`), callback receipts (:mod:`.receipts`),
-heartbeats of periodic duties (:mod:`.heartbeats`) and the mapping of rows to the core's
+heartbeats of periodic duties (:mod:`.heartbeats`), the prune of old history
+(:mod:`.retention`) and the mapping of rows to the core's
 dataclasses (:mod:`.rows`). Every method is one short transaction, and the same code runs
 on SQLite (the default) and PostgreSQL.
 """
@@ -20,6 +21,7 @@ from flexpipe.store.jobs import JobWrites
 from flexpipe.store.reads import JobReads
 from flexpipe.store.receipts import Receipts
 from flexpipe.store.records import Finished, NewJob, Outcome, new_id
+from flexpipe.store.retention import Pruned, Retention
 from flexpipe.store.sweeps import Sweeps
 from flexpipe.store.webhooks import WebhookBatch, Webhooks
 
@@ -28,6 +30,7 @@ __all__ = [
     "Finished",
     "NewJob",
     "Outcome",
+    "Pruned",
     "Store",
     "WebhookBatch",
     "make_engine",
@@ -37,7 +40,7 @@ __all__ = [
 ]
 
 
-class Store(JobWrites, JobReads, Bulks, Sweeps, Webhooks, Receipts, Heartbeats):
+class Store(JobWrites, JobReads, Bulks, Sweeps, Webhooks, Receipts, Heartbeats, Retention):
     """Reads and writes jobs and results; every method is one short transaction."""
 
     @classmethod

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from flexpipe.errors import ConstraintViolated, JobNotFound
-from flexpipe.models import Job, Usage
+from flexpipe.models import Job, Usage, output_items_for
 from flexpipe.schema import attempts, bulks, jobs, results
 from flexpipe.states import JobStatus
 from flexpipe.store.engine import Database, retrying
@@ -21,6 +21,7 @@ from flexpipe.store.records import Finished, NewJob, Outcome, new_id
 from flexpipe.store.rows import aware, to_job
 from flexpipe.store.statements import (
     CLAIM_SUBMIT,
+    CLAIM_SUBMITS,
     FINISH_ATTEMPT,
     FINISH_JOB,
     FINISH_POLLED_JOB,
@@ -85,6 +86,24 @@ class JobWrites(Database):
         with self.engine.begin() as conn:
             row = conn.execute(CLAIM_SUBMIT, params).mappings().first()
         return None if row is None else to_job(row)
+
+    def claim_submits(
+        self, job_ids: Sequence[str], lease_s: float, blocking_lease_s: float | None = None
+    ) -> list[Job]:
+        """:meth:`claim_submit` for many jobs in one statement: the jobs whose lease this
+        took (those not pending, or leased by another submit, are left out)."""
+        if not job_ids:
+            return []
+        now = self.now()
+        params = {
+            "b_ids": list(job_ids),
+            "b_now": now,
+            "b_lease_until": now + timedelta(seconds=lease_s),
+            "b_blocking_until": now + timedelta(seconds=blocking_lease_s or lease_s),
+        }
+        with self.engine.begin() as conn:
+            rows = conn.execute(CLAIM_SUBMITS, params).mappings().all()
+        return [to_job(row) for row in rows]
 
     @retrying
     def release_submit(self, job_id: str) -> None:
@@ -246,8 +265,8 @@ class JobWrites(Database):
                 "job_id": job_id,
                 "status": outcome.status.value,
                 "response_id": outcome.response_id,
-                "output_text": outcome.output_text,
-                "output": outcome.output,
+                # The text is stored once, inside the items; reads derive it from them.
+                "output": output_items_for(outcome.output, outcome.output_text),
                 "parsed": outcome.parsed,
                 "input_tokens": usage.input_tokens,
                 "cached_tokens": usage.cached_tokens,

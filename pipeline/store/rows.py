@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import RowMapping
 
-from flexpipe.models import Bulk, Job, JobRequest, Result, Usage
+from flexpipe.models import Bulk, Job, JobRequest, Result, Usage, output_text_of
 from flexpipe.states import JobStatus
 
 
@@ -48,7 +48,7 @@ def to_result(row: RowMapping) -> Result:
         job_id=row["job_id"],
         status=JobStatus(row["status"]),
         response_id=row["response_id"],
-        output_text=row["output_text"],
+        output_text=output_text_of(row["output"]),
         output=row["output"],
         parsed=row["parsed"],
         usage=Usage(

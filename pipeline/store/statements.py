@@ -11,13 +11,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from flexpipe.schema import IN_FLIGHT_VALUES as IN_FLIGHT_VALUES
+from flexpipe.schema import LIVE as LIVE
 from flexpipe.schema import attempts, jobs, results
-from flexpipe.states import IN_FLIGHT, TERMINAL, JobStatus
+from flexpipe.states import TERMINAL, JobStatus
 
-#: Statuses a job can still leave.
-LIVE = [s.value for s in JobStatus if s not in TERMINAL]
-#: Statuses of a job the provider holds.
-IN_FLIGHT_VALUES = [s.value for s in IN_FLIGHT]
+#: Terminal statuses, in a fixed order.
+TERMINAL_VALUES = [s.value for s in JobStatus if s in TERMINAL]
 #: Terminal statuses that mean nobody waits any more (not a provider outcome).
 GAVE_UP = (JobStatus.EXPIRED.value, JobStatus.CANCELLED.value)
 
@@ -33,27 +33,38 @@ def present(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
     return sa.and_(column.is_not(None), sa.cast(column, sa.Text) != "null")
 
 
+# The status guards repeat the partial indexes' predicates (flexpipe.schema) as written.
 LIVE_STATUS = one_of(jobs.c.status, LIVE)
 IN_FLIGHT_STATUS = one_of(jobs.c.status, IN_FLIGHT_VALUES)
+PENDING_STATUS = jobs.c.status == sa.literal_column("'pending'")
 GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))
 
 # and its cache key per call cost ~10% of a worker's CPU (BENCHMARKS.md, figure 1).
 # Parameter names start with ``b_``: a name equal to a column's would join the SET clause.
 _b = sa.bindparam
+_CLAIM_VALUES: dict[str, Any] = {
+    "lease_until": sa.case(
+        (jobs.c.mode == "blocking", _b("b_blocking_until", type_=jobs.c.lease_until.type)),
+        else_=_b("b_lease_until", type_=jobs.c.lease_until.type),
+    ),
+    "updated_at": _b("b_now"),
+}
+_LEASE_FREE = sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < _b("b_now"))
 CLAIM_SUBMIT = (
     jobs.update()
+    .where(jobs.c.id == _b("b_id"), jobs.c.status == JobStatus.PENDING.value, _LEASE_FREE)
+    .values(_CLAIM_VALUES)
+    .returning(*jobs.c)
+)
+#: The same for a chunk of jobs (``b_ids``): one statement instead of one per job.
+CLAIM_SUBMITS = (
+    jobs.update()
     .where(
-        jobs.c.id == _b("b_id"),
+        jobs.c.id.in_(_b("b_ids", expanding=True)),
         jobs.c.status == JobStatus.PENDING.value,
-        sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < _b("b_now")),
+        _LEASE_FREE,
     )
-    .values(
-        lease_until=sa.case(
-            (jobs.c.mode == "blocking", _b("b_blocking_until", type_=jobs.c.lease_until.type)),
-            else_=_b("b_lease_until", type_=jobs.c.lease_until.type),
-        ),
-        updated_at=_b("b_now"),
-    )
+    .values(_CLAIM_VALUES)
     .returning(*jobs.c)
 )
 RECORD_SUBMITTED = (

@@ -186,3 +186,28 @@ def test_emulator_restarted_mid_run_fails_clearly_by_default(scenario) -> None:
         assert job.id not in before
         assert job.error_code == "response_not_found"
         assert "does not know response" in (job.error_message or "")
+
+
+def test_worker_sigkill_during_concurrent_bulk_submits(scenario) -> None:
+    # A bulk's submits go out concurrently (submit_many's threads). A SIGKILL while several
+    # creates of a chunk are in the air leaves those jobs leased and pending; the sweeper
+    # resends them after the lease with the same Idempotency-Key, so each job is still
+    # created (billed) once, stored once and called back once.
+    from flexpipe.tasks import api
+
+    sc = scenario(idempotency_replay=True)
+    stack = sc.stack
+    bulk_id = api.enqueue_many(
+        [f"Ticket {i}: the lift on floor {i % 7} stopped twice." for i in range(JOBS)],
+        callback="tests.record_callback",
+    )
+    ids = stack.store.bulk_job_ids(bulk_id)
+    assert len(ids) == JOBS
+    for share in (0.8, 0.4):
+        wait_until(lambda s=share: progress(stack, ids).get("pending", 0) < JOBS * s, 120,
+                   "bulk submits", stack)
+        stack.stop_worker(signal.SIGKILL)
+        stack.start_worker()
+    assert_nothing_lost_nothing_twice(sc, ids, redelivery=True)
+    bulk = stack.store.get_bulk(bulk_id)
+    assert bulk is not None and bulk.done == JOBS and bulk.finished_at is not None

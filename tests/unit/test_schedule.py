@@ -93,3 +93,37 @@ def test_the_task_calls_the_configured_function(scheduled_settings: None) -> Non
     assert classify_job() == f"bulk {'b' * 32}"
     assert classify_job() == "nothing to classify"
     assert calls == ["ran", "ran"]
+
+
+def test_retention_is_off_by_default_and_beat_prunes_when_set() -> None:
+    assert Settings().retention_age is None
+    assert "flexpipe-prune" not in beat_schedule(Settings())
+    settings = Settings(retention="30d", retention_interval=600)
+    assert settings.retention_age is not None and settings.retention_age.days == 30
+    entry = beat_schedule(settings)["flexpipe-prune"]
+    assert entry["task"] == "flexpipe.prune" and entry["schedule"] == 600
+    with pytest.raises(ConfigurationError, match="FLEXPIPE_RETENTION"):
+        load_settings(retention="a month")
+
+
+def test_the_prune_task_deletes_old_history(tmp_path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from flexpipe.models import build_request
+    from flexpipe.states import JobStatus
+    from flexpipe.store import NewJob, Outcome, Store, make_engine
+    from flexpipe.tasks.retention import prune
+
+    url = f"sqlite:///{tmp_path / 'prune.db'}"
+    old = datetime.now(UTC) - timedelta(days=2)
+    store = Store(make_engine(url), clock=lambda: old)
+    store.create_tables()
+    job_id, _ = store.add_job(NewJob(request=build_request("hi", model="m")))
+    assert store.finish(job_id, Outcome(status=JobStatus.FAILED)) is not None
+    store.dispose()
+    configure(database_url=url, data_dir=str(tmp_path), retention="1d")
+    try:
+        assert prune() == {"jobs": 1, "bulks": 0}
+        assert prune() == {"jobs": 0, "bulks": 0}
+    finally:
+        configure()
