@@ -15,9 +15,7 @@ from celery import Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from flexpipe.config.celery import app
-from flexpipe.errors import ValidationError
 from flexpipe.flow import Next, callback_id
-from flexpipe.models import check_fields
 from flexpipe.store import TRANSIENT_DB_ERRORS
 from flexpipe.tasks import delivery
 from flexpipe.tasks.runtime import runtime
@@ -120,29 +118,6 @@ def _pool() -> ThreadPoolExecutor:
 def store(job_id: str) -> str:
     """Read a job's response now and store it if it is terminal (e.g. on a webhook)."""
     return follow(job_id, runtime().flow.refresh(job_id))
-
-
-# ``throws``: a rejected request is an expected outcome, logged once here (without the
-# prompt) and shown in Flower as the task's failure, not logged again with a traceback.
-# Not retried on a soft time limit: without an idempotency key a second run is a second job.
-@app.task(name="flexpipe.enqueue", bind=True, throws=(ValidationError,), **ACKS)
-def enqueue(self: Task, *args: Any, **request: Any) -> str:
-    """Enqueue a job for apps that don't import flexpipe: ``send_task("flexpipe.enqueue")``.
-
-    The request gets every check :func:`flexpipe.enqueue` makes; a rejected one is logged
-    at ERROR (the field and the reason, never the prompt) and the task fails with its
-    :class:`ValidationError`.
-    """
-    from flexpipe.tasks.api import enqueue as enqueue_job
-
-    try:
-        if args:
-            raise ValidationError("args", "send the request as keyword arguments (kwargs=...)")
-        check_fields(request)
-        return enqueue_job(**request)
-    except ValidationError as exc:
-        log.error("flexpipe.enqueue %s rejected a request: %s", self.request.id, exc)
-        raise
 
 
 @app.task(name="flexpipe.cancel", **DB_RETRY)
