@@ -153,3 +153,11 @@ def test_only_the_store_and_its_schema_talk_sql() -> None:
     outside = {p for p in sql if not p.startswith("pipeline/store/")}
     assert outside <= {"pipeline/schema.py", "pipeline/migrations/env.py"}
     assert "pipeline/store/statements.py" in sql
+
+
+def test_the_test_stack_imports_no_pytest() -> None:
+    """Apps use flexpipe.testing from fixtures of their own, with or without pytest."""
+    code = "import sys, flexpipe.testing\nprint(sorted(m for m in sys.modules if 'pytest' in m))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]"
