@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import figures, report
+from benchmarks import figure1, figure2, figure3, figure4, report
+from benchmarks.runs import Ctx, Plan
 from benchmarks.services import ROOT, Cleanup, Emulator, delete_redis_keys
 
 
@@ -36,12 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     only = {int(x) for x in args.only.split(",") if x.strip()}
-    plan = figures.Plan.make(args.quick)
+    plan = Plan.make(args.quick)
     base = ROOT / ".flexpipe" / "bench"
     base.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=base))
     cleanup = Cleanup()
-    ctx = figures.Ctx(plan, work_dir, cleanup)
+    ctx = Ctx(plan, work_dir, cleanup)
     # SIGTERM (e.g. a timeout) unwinds like Ctrl-C, so the clean-up below runs.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     results: dict[str, Any] = {"plan": dataclasses.asdict(plan), "machine": report.machine()}
@@ -62,19 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         # machine. Then the stacks of figures 3 and 2 boot and start their warm-up jobs:
         # figure 3's warm-up (a minute of provider latency) runs during figure 2.
         if 1 in only:
-            save("fig1", figures.figure1(ctx))
+            save("fig1", figure1.figure1(ctx))
         if 4 in only:
             emu = Emulator(
                 time_scale=1.0, latency="fixed:0", log_dir=work_dir, name="emulator-f4"
             ).start(cleanup)
-            save("fig4", figures.figure4(ctx, emu))
-        bg3 = figures.Fig3Background(ctx) if 3 in only else None
-        bg2 = figures.Fig2Background(ctx) if 2 in only else None
+            save("fig4", figure4.figure4(ctx, emu))
+        bg3 = figure3.Fig3Background(ctx) if 3 in only else None
+        bg2 = figure2.Fig2Background(ctx) if 2 in only else None
         if bg2 is not None:
-            save("fig2", figures.figure2(ctx, bg2))
+            save("fig2", figure2.figure2(ctx, bg2))
             bg2.stop()  # its workers would only take CPU from figure 3
         if bg3 is not None:
-            save("fig3", figures.figure3(ctx, bg3))
+            save("fig3", figure3.figure3(ctx, bg3))
     except KeyboardInterrupt:
         ctx.log("interrupted")
         status = 130

@@ -22,8 +22,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.figures import F1_ENV, Ctx, Plan, profile_enqueue, texts, wait_until
+from benchmarks.figure1 import F1_ENV
+from benchmarks.figure4 import profile_enqueue
 from benchmarks.procs import read_stat, session_pids
+from benchmarks.runs import Ctx, Plan, texts, wait_until
 from benchmarks.services import ROOT, Cleanup, Emulator, FlexpipeStack
 
 #: First match wins, scanning a sample's frames from the root to the leaf.
