@@ -31,12 +31,10 @@ from flexpipe.models import (
 from flexpipe.states import JobStatus
 from flexpipe.store import NewJob
 from flexpipe.tasks.runtime import runtime
-from flexpipe.tasks.steps import follow, submit, submit_many
+from flexpipe.tasks.steps import RESERVED_TASKS, follow, submit, submit_many
 
 log = logging.getLogger("flexpipe.api")
 
-#: Callback names no caller may give: flexpipe's own tasks and Celery's built-in ones.
-RESERVED_TASKS = ("flexpipe.*", "celery.*")
 #: Signature options a callback may carry (routing and timing, nothing that chains tasks).
 CALLBACK_OPTIONS = frozenset(
     {"queue", "routing_key", "exchange", "priority", "countdown", "expires",

@@ -22,6 +22,9 @@ from flexpipe.tasks.runtime import runtime
 
 log = logging.getLogger("flexpipe.tasks")
 
+#: Callback names no caller may give: flexpipe's own tasks and Celery's built-in ones.
+RESERVED_TASKS = ("flexpipe.*", "celery.*")
+
 #: Each task is safe to run twice: on any Celery app (flexpipe's own or a host's, see
 #: ``flexpipe.tasks.register``) its message is acknowledged only once it ran, and
 #: delivered again if the worker running it died.
@@ -179,8 +182,6 @@ def callback_queue(callback: dict[str, Any]) -> str:
 
 
 def _send(callback: dict[str, Any], first_arg: str, task_id: str) -> None:
-    from flexpipe.tasks.api import RESERVED_TASKS
-
     name = str(callback.get("task") or "")
     if not name or any(fnmatch.fnmatchcase(name, reserved) for reserved in RESERVED_TASKS):
         # Checked at enqueue; a row stored before that check existed is not obeyed.
