@@ -102,6 +102,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": beat_schedule(settings),
         "include": [
             "flexpipe.tasks.steps",
+            "flexpipe.tasks.remote",
             "flexpipe.tasks.sweeper",
             "flexpipe.tasks.schedule",
             "flexpipe.tasks.retention",

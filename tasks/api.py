@@ -31,11 +31,10 @@ from flexpipe.models import (
 from flexpipe.states import JobStatus
 from flexpipe.store import NewJob
 from flexpipe.tasks.runtime import runtime
+from flexpipe.tasks.steps import RESERVED_TASKS, follow, submit, submit_many
 
 log = logging.getLogger("flexpipe.api")
 
-#: Callback names no caller may give: flexpipe's own tasks and Celery's built-in ones.
-RESERVED_TASKS = ("flexpipe.*", "celery.*")
 #: Signature options a callback may carry (routing and timing, nothing that chains tasks).
 CALLBACK_OPTIONS = frozenset(
     {"queue", "routing_key", "exchange", "priority", "countdown", "expires",
@@ -233,8 +232,6 @@ def get_bulk(bulk_id: str) -> Bulk:
 
 def publish_submits(job_ids: Sequence[str], chunk: int = 50) -> None:
     """Publish submits for many jobs, ``chunk`` ids per message."""
-    from flexpipe.tasks.steps import submit_many
-
     try:
         for start in range(0, len(job_ids), chunk):
             submit_many.apply_async((list(job_ids[start : start + chunk]),))
@@ -248,8 +245,6 @@ def publish_submits(job_ids: Sequence[str], chunk: int = 50) -> None:
 
 def publish_submit(job_id: str) -> None:
     """Publish the submit task; if the broker is down the sweeper will do it later."""
-    from flexpipe.tasks.steps import submit
-
     try:
         submit.apply_async((job_id, 0))
     except Exception as exc:  # kombu raises many kinds; the row is safe either way
@@ -350,8 +345,6 @@ def wait(job_id: str, timeout: float = 60.0, interval: float = 0.2) -> JobView:
 
 def cancel(job_id: str) -> JobView:
     """Cancel a job now (at the provider where it supports cancel) and return it."""
-    from flexpipe.tasks.steps import follow
-
     rt = runtime()
     job_id = rt.store.require_job(rt.store.resolve_job_id(job_id)).id
     follow(job_id, rt.flow.cancel(job_id))

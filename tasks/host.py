@@ -132,7 +132,7 @@ def check(celery_app: Celery) -> None:
 
 def _flexpipe_tasks() -> list[Task]:
     from flexpipe.config.celery import app
-    from flexpipe.tasks import schedule, steps, sweeper  # noqa: F401  (they register tasks)
+    from flexpipe.tasks import remote, schedule, steps, sweeper  # noqa: F401  (they register tasks)
 
     return [task for name, task in sorted(app.tasks.items()) if name.startswith("flexpipe.")]
 

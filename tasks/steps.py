@@ -15,9 +15,7 @@ from celery import Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from flexpipe.config.celery import app
-from flexpipe.errors import ValidationError
 from flexpipe.flow import Next, callback_id
-from flexpipe.models import check_fields
 from flexpipe.store import TRANSIENT_DB_ERRORS
 from flexpipe.tasks import (
     delivery,
@@ -26,6 +24,9 @@ from flexpipe.tasks import (
 from flexpipe.tasks.runtime import runtime
 
 log = logging.getLogger("flexpipe.tasks")
+
+#: Callback names no caller may give: flexpipe's own tasks and Celery's built-in ones.
+RESERVED_TASKS = ("flexpipe.*", "celery.*")
 
 #: Each task is safe to run twice: on any Celery app (flexpipe's own or a host's, see
 #: ``flexpipe.tasks.register``) its message is acknowledged only once it ran, and
@@ -137,29 +138,6 @@ def store(job_id: str) -> str:
     return follow(job_id, runtime().flow.refresh(job_id))
 
 
-# ``throws``: a rejected request is an expected outcome, logged once here (without the
-# prompt) and shown in Flower as the task's failure, not logged again with a traceback.
-# Not retried on a soft time limit: without an idempotency key a second run is a second job.
-@app.task(name="flexpipe.enqueue", bind=True, throws=(ValidationError,), **ACKS)
-def enqueue(self: Task, *args: Any, **request: Any) -> str:
-    """Enqueue a job for apps that don't import flexpipe: ``send_task("flexpipe.enqueue")``.
-
-    The request gets every check :func:`flexpipe.enqueue` makes; a rejected one is logged
-    at ERROR (the field and the reason, never the prompt) and the task fails with its
-    :class:`ValidationError`.
-    """
-    from flexpipe.tasks.api import enqueue as enqueue_job
-
-    try:
-        if args:
-            raise ValidationError("args", "send the request as keyword arguments (kwargs=...)")
-        check_fields(request)
-        return enqueue_job(**request)
-    except ValidationError as exc:
-        log.error("flexpipe.enqueue %s rejected a request: %s", self.request.id, exc)
-        raise
-
-
 @app.task(name="flexpipe.cancel", **DB_RETRY)
 def cancel(job_id: str) -> str:
     """Cancel a job (at the provider where it supports cancel)."""
@@ -219,8 +197,6 @@ def callback_queue(callback: dict[str, Any]) -> str:
 
 
 def _send(callback: dict[str, Any], first_arg: str, task_id: str) -> None:
-    from flexpipe.tasks.api import RESERVED_TASKS
-
     name = str(callback.get("task") or "")
     if not name or any(fnmatch.fnmatchcase(name, reserved) for reserved in RESERVED_TASKS):
         # Checked at enqueue; a row stored before that check existed is not obeyed.

@@ -12,8 +12,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,10 +27,17 @@ from flask.testing import FlaskClient  # noqa: E402
 
 from examples.flask_app.app import create_app  # noqa: E402
 from flexpipe.emulator import EmulatorConfig, run_in_thread  # noqa: E402
-from tests.integration.stack import TIME_SCALE, Stack  # noqa: E402
+from flexpipe.testing import (  # noqa: E402
+    POSTGRES_ADMIN_URL,
+    REDIS_URL,
+    TIME_SCALE,
+    Stack,
+    create_database,
+    drop_database,
+)
 
-REDIS_URL = "redis://127.0.0.1:6379"
-POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+#: The repository root: the worker imports examples.flask_app.completions from there.
+ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 _real_connect = socket.socket.connect
@@ -77,22 +84,12 @@ def _create_postgres_database(request: pytest.FixtureRequest) -> str:
     """A fresh database for this session, dropped at its end; its URL."""
     import sqlalchemy as sa
 
-    name = f"flask_example_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = create_database(POSTGRES_ADMIN_URL, "flask_example")
     except sa.exc.OperationalError:
-        admin.dispose()
         service_missing("PostgreSQL at 127.0.0.1:5432")
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    request.addfinalizer(drop)
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    request.addfinalizer(lambda: drop_database(POSTGRES_ADMIN_URL, url))
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -125,6 +122,8 @@ def stack(
             # The worker builds the app from the environment to find its database.
             "FLASK_DATABASE_URL": f"sqlite:///{tmp / 'app.db'}",
         },
+        cwd=ROOT,
+        pythonpath=[ROOT],
     )
     stack.start()
     request.addfinalizer(stack.stop)

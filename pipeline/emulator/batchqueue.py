@@ -26,7 +26,7 @@ from flexpipe.emulator.config import EmulatorConfig
 from flexpipe.emulator.faults import Faults
 from flexpipe.emulator.filestore import File, FileStore, new_file_id
 from flexpipe.emulator.objects import chat_completion, dumps, error_body, openai_object
-from flexpipe.emulator.outputs import digest, generate, messages_from_input
+from flexpipe.emulator.outputs import chat_as_responses_body, digest, generate, messages_from_input
 from flexpipe.emulator.records import Record, new_response_id
 from flexpipe.emulator.stats import Stats
 from flexpipe.emulator.validation import InvalidRequest, validate_chat, validate_create
@@ -561,8 +561,6 @@ class Batches:
     def _record(self, batch: Batch, i: int, body: dict[str, Any], chat: bool) -> Record:
         """A throw-away record of line ``i`` with its output (rendered by ``objects``)."""
         if chat:
-            from flexpipe.emulator.service import chat_as_responses_body  # service imports us
-
             fields = chat_as_responses_body(body)
             messages = messages_from_input(body.get("messages"))
             rid = "chatcmpl-" + os.urandom(12).hex()

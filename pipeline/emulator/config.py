@@ -10,6 +10,8 @@ scaled: they are what a client actually sees or waits.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -159,8 +161,6 @@ class EmulatorConfig:
         if self.webhook_urls and not self.webhook_secret:
             raise ValueError("webhook_urls need a webhook_secret (whsec_...)")
         if self.webhook_secret:
-            from flexpipe.emulator.webhooks import secret_key
-
             secret_key(self.webhook_secret)
 
     def scaled(self, seconds: float) -> float:
@@ -170,3 +170,13 @@ class EmulatorConfig:
 
 def _model(value: LatencyModel | str) -> LatencyModel:
     return value if isinstance(value, LatencyModel) else LatencyModel.parse(value)
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a secret: base64-decoded after ``whsec_``, else the raw text."""
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret[6:], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("webhook secret: the part after 'whsec_' must be base64") from exc
+    return secret.encode()

@@ -76,3 +76,37 @@ def generate(
         full = summarize(messages, seed)
     text, cut = truncate(full, max_output_tokens)
     return Output(text, estimate_tokens(prompt_text(messages)), estimate_tokens(text), cut)
+
+
+#: Request fields that are no output parameters (the input itself, ids, stream options).
+REQUEST_ONLY_KEYS = (
+    "input",
+    "messages",
+    "id",
+    "response_id",
+    "responseId",
+    "completion_id",
+    "completionId",
+    "stream_options",
+)
+
+
+def chat_as_responses_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Chat-completions parameters in Responses terms (for output generation)."""
+    out: dict[str, Any] = {k: v for k, v in body.items() if k not in REQUEST_ONLY_KEYS}
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None:
+        out["max_output_tokens"] = max_tokens
+    fmt = body.get("response_format")
+    if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
+        js = fmt.get("json_schema") or {}
+        out["text"] = {
+            "format": {
+                "type": "json_schema",
+                "name": js.get("name", "output"),
+                "schema": js.get("schema") or {},
+            }
+        }
+    elif isinstance(fmt, Mapping) and fmt.get("type") == "json_object":
+        out["text"] = {"format": {"type": "json_object"}}
+    return out

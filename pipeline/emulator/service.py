@@ -15,7 +15,7 @@ from flexpipe.emulator import batchqueue
 from flexpipe.emulator.config import EmulatorConfig
 from flexpipe.emulator.faults import Faults
 from flexpipe.emulator.filestore import FileStore
-from flexpipe.emulator.outputs import messages_from_input
+from flexpipe.emulator.outputs import REQUEST_ONLY_KEYS, chat_as_responses_body, messages_from_input
 from flexpipe.emulator.queue import Scheduler, draw_latencies
 from flexpipe.emulator.records import Record, new_response_id
 from flexpipe.emulator.stats import Stats
@@ -23,38 +23,6 @@ from flexpipe.emulator.store import Store
 from flexpipe.emulator.upstream import Upstream
 from flexpipe.emulator.validation import resolve_tier
 from flexpipe.emulator.webhooks import RESPONSE_EVENTS, WebhookSender
-
-_DROP_KEYS = (
-    "input",
-    "messages",
-    "id",
-    "response_id",
-    "responseId",
-    "completion_id",
-    "completionId",
-    "stream_options",
-)
-
-
-def chat_as_responses_body(body: Mapping[str, Any]) -> dict[str, Any]:
-    """Chat-completions parameters in Responses terms (for output generation)."""
-    out: dict[str, Any] = {k: v for k, v in body.items() if k not in _DROP_KEYS}
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None:
-        out["max_output_tokens"] = max_tokens
-    fmt = body.get("response_format")
-    if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
-        js = fmt.get("json_schema") or {}
-        out["text"] = {
-            "format": {
-                "type": "json_schema",
-                "name": js.get("name", "output"),
-                "schema": js.get("schema") or {},
-            }
-        }
-    elif isinstance(fmt, Mapping) and fmt.get("type") == "json_object":
-        out["text"] = {"format": {"type": "json_object"}}
-    return out
 
 
 class Emulator:
@@ -119,7 +87,7 @@ class Emulator:
             tier=tier,
             lane=lane,
             background=body.get("background") is True,
-            body={k: v for k, v in body.items() if k not in _DROP_KEYS},
+            body={k: v for k, v in body.items() if k not in REQUEST_ONLY_KEYS},
             messages=messages,
             created_at=time.time(),
             proc_s=proc,

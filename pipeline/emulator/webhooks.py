@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
@@ -27,14 +26,12 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
+from flexpipe.emulator.config import EmulatorConfig, secret_key
 from flexpipe.emulator.faults import Faults
-
-if TYPE_CHECKING:
-    from flexpipe.emulator.config import EmulatorConfig
 
 log = logging.getLogger("flexpipe.emulator")
 
@@ -60,16 +57,6 @@ COUNTERS = (
 )
 
 _WRONG_KEY = b"flexpipe-emulator: not the webhook secret"
-
-
-def secret_key(secret: str) -> bytes:
-    """The HMAC key of a secret: base64-decoded after ``whsec_``, else the raw text."""
-    if secret.startswith("whsec_"):
-        try:
-            return base64.b64decode(secret[6:], validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError("webhook secret: the part after 'whsec_' must be base64") from exc
-    return secret.encode()
 
 
 def new_secret() -> str:

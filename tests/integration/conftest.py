@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from flexpipe.emulator import EmulatorConfig, run_in_thread
+from flexpipe.testing import start_stack
 from tests.integration.stack import TIME_SCALE, Stack
 
 pytestmark = pytest.mark.integration
@@ -30,25 +30,6 @@ def openai_emulator() -> Iterator[str]:
         yield handle.url
 
 
-def _backend_urls(request: pytest.FixtureRequest, backend: str, tmp: Path) -> tuple[str, str]:
-    if backend == "embedded":
-        return f"sqlite:///{tmp / 'flexpipe.db'}", "filesystem://"
-    if backend == "services-rabbitmq":
-        broker_url = rabbitmq_vhost(request)
-    else:
-        broker_url = f"{request.getfixturevalue('redis_server')}/0"
-    postgres = request.getfixturevalue("postgres_server")
-    name = f"flexpipe_{uuid.uuid4().hex[:12]}"
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    request.addfinalizer(lambda: _drop_database(postgres, name))
-    return postgres.rsplit("/", 1)[0] + f"/{name}", broker_url
-
-
 def rabbitmq_vhost(request: pytest.FixtureRequest) -> str:
     """A vhost of its own on the shared RabbitMQ (deleted afterwards), so tests never see
     each other's queues and leave the server as they found it."""
@@ -66,15 +47,6 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
-def _drop_database(admin_url: str, name: str) -> None:
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def make_stack(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
@@ -85,22 +57,27 @@ def make_stack(
     database_url: str | None = None,
     broker_url: str | None = None,
 ) -> Stack:
-    """A started stack on ``backend``; ``database_url``/``broker_url`` replace the
-    backend's (a disposable server's, for a test that harms it)."""
-    tmp = tmp_path_factory.mktemp(f"stack-{backend}")
-    if database_url is None or broker_url is None:
-        default_db, default_broker = _backend_urls(request, backend, tmp)
-        database_url = database_url or default_db
-        broker_url = broker_url or default_broker
-    stack = Stack(
-        name=backend,
-        data_dir=tmp,
+    """:func:`flexpipe.testing.start_stack` on this machine's services (which skip locally
+    and fail in CI when missing), stopped at the end of the requesting scope;
+    ``database_url``/``broker_url`` replace the backend's (a disposable server's, for a
+    test that harms it)."""
+    services: dict[str, str] = {}
+    if backend == "services-rabbitmq":  # PostgreSQL as for "services", a vhost of its own
+        backend, broker_url = "services", broker_url or rabbitmq_vhost(request)
+    if backend == "services" and broker_url is None:
+        services["redis_url"] = request.getfixturevalue("redis_server")
+    if backend == "services" and database_url is None:
+        services["postgres_admin_url"] = request.getfixturevalue("postgres_server")
+    stack = start_stack(
+        backend,
+        tmp_path_factory.mktemp(f"stack-{backend}"),
+        emulator_url,
         database_url=database_url,
         broker_url=broker_url,
-        emulator_url=emulator_url,
         extra_env=extra_env,
+        stack_class=Stack,
+        **services,
     )
-    stack.start()
     request.addfinalizer(stack.stop)
     return stack
 

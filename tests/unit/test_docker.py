@@ -256,7 +256,7 @@ def test_worker_runs_what_the_integration_tests_start(
     compose_argv = exec_argv(container_env, services["worker"]["command"])
     started: list[list[str]] = []
     container_env.setattr(
-        "tests.integration.stack.subprocess.Popen", lambda argv, **kwargs: started.append(argv)
+        "flexpipe.testing.subprocess.Popen", lambda argv, **kwargs: started.append(argv)
     )
     stack = Stack(
         name="services",

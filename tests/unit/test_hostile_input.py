@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from flexpipe.errors import IdempotencyConflict, ValidationError
-from flexpipe.tasks import api, steps
+from flexpipe.tasks import api, remote, steps
 from flexpipe.tasks.runtime import Runtime
 
 
@@ -174,7 +174,7 @@ def test_the_by_name_task_makes_the_same_checks_and_logs_without_the_prompt(
         caplog.at_level(logging.ERROR, logger="flexpipe.tasks"),
         pytest.raises(ValidationError) as info,
     ):
-        steps.enqueue(**kwargs)
+        remote.enqueue(**kwargs)
     assert info.value.field == field
     assert local.nothing_written()
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -186,13 +186,13 @@ def test_the_by_name_task_makes_the_same_checks_and_logs_without_the_prompt(
 
 def test_the_by_name_task_refuses_positional_arguments(local: Local) -> None:
     with pytest.raises(ValidationError) as info:
-        steps.enqueue("hello")
+        remote.enqueue("hello")
     assert info.value.field == "args"
     assert local.nothing_written()
 
 
 def test_the_by_name_task_enqueues_a_good_request(local: Local) -> None:
-    job_id = steps.enqueue(input="hello", idempotency_key="by-name-1")
+    job_id = remote.enqueue(input="hello", idempotency_key="by-name-1")
     assert local.rt.store.require_job(job_id).idempotency_key == "by-name-1"
     assert (local.jobs(), local.messages()) == (1, 1)
 

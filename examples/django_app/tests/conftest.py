@@ -10,7 +10,7 @@ import pytest
 from harness import CeleryWorker, Newsroom
 
 from flexpipe.contrib.django.settings import database_url
-from tests.integration.stack import Stack
+from flexpipe.testing import Stack
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.integration.stack import ROOT, TIME_SCALE, Stack
+from flexpipe.testing import TIME_SCALE, Stack
 
 EXAMPLE = Path(__file__).resolve().parents[1]
+#: The repository root (flexpipe's checkout), on the newsroom worker's path.
+ROOT = EXAMPLE.parents[1]
 
 #: Long enough for the sweeper to re-send a callback it believes unsent (flexpipe's
 #: callback_overdue_after is 60 s, times the stack's time scale), so counts are final.
