@@ -87,7 +87,7 @@ class JobAdmin(ReadOnlyAdmin):
 class ResultAdmin(ReadOnlyAdmin):
     list_display = ("job", "status", "served_tier", "total_tokens", "stored_at", "short_output")
     list_filter = ("status", "served_tier")
-    search_fields = ("=job__id", "output_text")
+    search_fields = ("=job__id", "output")
 
     @admin.display(description="output")
     def short_output(self, result: Result) -> str:

@@ -107,7 +107,6 @@ class Result(models.Model):
     )
     status = models.CharField(max_length=16)
     response_id = models.CharField(max_length=128, null=True)
-    output_text = models.TextField(null=True)
     output = StoredJSON(null=True)
     parsed = StoredJSON(null=True)
     input_tokens = models.IntegerField()
@@ -126,6 +125,13 @@ class Result(models.Model):
         managed = False
         db_table = "flexpipe_results"
         ordering = ("-stored_at",)
+
+    @property
+    def output_text(self) -> str | None:
+        """The text of the output's messages (stored once, inside ``output``)."""
+        from flexpipe.models import output_text_of
+
+        return output_text_of(self.output)
 
     def __str__(self) -> str:
         return f"result of {self.job_id}"

@@ -83,7 +83,6 @@ class Migration(migrations.Migration):
                 ),
                 ("status", models.CharField(max_length=16)),
                 ("response_id", models.CharField(max_length=128, null=True)),
-                ("output_text", models.TextField(null=True)),
                 ("output", flexpipe.contrib.django.models.StoredJSON(null=True)),
                 ("parsed", flexpipe.contrib.django.models.StoredJSON(null=True)),
                 ("input_tokens", models.IntegerField()),
