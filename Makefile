@@ -36,12 +36,19 @@ $(LOWEST_STAMP): pyproject.toml $(LOWEST)
 	$(PYTHON) -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LOWEST_VENV)/bin/python -m pip install --quiet -c $(LOWEST) -e '.[emulator,flower]' \
-		'pytest>=8' 'pytest-timeout>=2.3' 'pyyaml>=6'
+		'pytest>=8' 'pytest-timeout>=2.3' 'pyyaml>=6' 'hypothesis>=6'
 	touch $(LOWEST_STAMP)
+
+## Not at the floors: the layering contracts (import-linter needs click>=8.2 and rich>=14.2;
+## they test the code, not the versions), the Flask blueprint (Flask 3 needs click>=8.1.3),
+## and RabbitMQ (quorum queues with countdowns need Celery 5.5's native delayed delivery).
+LOWEST_SKIP := --ignore=tests/unit/test_layers.py \
+	--deselect tests/unit/test_webhooks.py::test_the_flask_blueprint_answers_like_the_receiver \
+	-k 'not rabbitmq'
 
 test-lowest: $(LOWEST_STAMP)
 	$(LOWEST_VENV)/bin/python -m pip check
-	$(LOWEST_VENV)/bin/python -m pytest tests/unit tests/integration/test_flow.py
+	$(LOWEST_VENV)/bin/python -m pytest tests/unit tests/integration/test_flow.py $(LOWEST_SKIP)
 
 ## Unit tests only (no services).
 test-fast: $(STAMP)

@@ -104,7 +104,8 @@ def ensure_schema(engine: Engine, schema: str | None = None) -> None:
             return
     except (DatabaseUnavailable, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         # Away, not wrong: the store's writes wait for it as they always did.
-        log.warning("cannot check flexpipe's schema now (%s)", _first_line(exc))
+        # Info, not a warning: the caller reports the outage itself (the CLI in one line).
+        log.info("cannot check flexpipe's schema now (%s)", _first_line(exc))
         return
     except (sa.exc.SQLAlchemyError, DatabaseError) as exc:  # the store's engine translates
         raise SchemaOutOfDate(f"{OUT_OF_DATE} ({_first_line(exc)})") from None

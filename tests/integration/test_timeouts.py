@@ -15,8 +15,10 @@ from flexpipe.tasks.runtime import Runtime
 @pytest.fixture
 def pg_runtime(postgres_url: str, tmp_path) -> Iterator[Runtime]:
     from flexpipe.config.settings import configure
+    from flexpipe.migrations import upgrade
     from flexpipe.tasks.runtime import reset, runtime
 
+    upgrade(postgres_url)  # a server database is migrated by `flexpipe db upgrade`
     configure(
         database_url=postgres_url, data_dir=tmp_path, db_statement_timeout=0.25,
         db_connect_timeout=3,
